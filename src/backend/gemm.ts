@@ -50,15 +50,27 @@ let active: HeapGemm = wasmGemm;
 export function activeGemm(): HeapGemm { return active; }
 export function setActiveGemm(g: HeapGemm): void { active = g; }
 
-/** Plain JS GEMM on typed arrays (cpu backend kernels and test references): C = op(A)·op(B). */
+/** Plain JS GEMM on typed arrays (cpu backend kernels): C = op(A)·op(B), loops ordered for stride-1 access. */
 export function jsGemm(tA: boolean, tB: boolean, M: number, N: number, K: number,
   A: Float32Array, aOff: number, B: Float32Array, bOff: number, C: Float32Array, cOff: number): void {
+  if (!tA && tB) { // dot products of rows
+    for (let i = 0; i < M; i++) {
+      const ai = aOff + i * K;
+      for (let j = 0; j < N; j++) {
+        const bj = bOff + j * K;
+        let s = 0;
+        for (let k = 0; k < K; k++) s += A[ai + k] * B[bj + k];
+        C[cOff + i * N + j] = s;
+      }
+    }
+    return;
+  }
   C.fill(0, cOff, cOff + M * N);
-  for (let i = 0; i < M; i++) {
-    const ci = cOff + i * N;
-    for (let k = 0; k < K; k++) {
+  for (let k = 0; k < K; k++) { // rank-1 updates: C[i,:] += op(A)[i,k] · op(B)[k,:]
+    for (let i = 0; i < M; i++) {
       const aik = tA ? A[aOff + k * M + i] : A[aOff + i * K + k];
       if (aik === 0) continue;
+      const ci = cOff + i * N;
       if (tB) for (let j = 0; j < N; j++) C[ci + j] += aik * B[bOff + j * K + k];
       else { const bk = bOff + k * N; for (let j = 0; j < N; j++) C[ci + j] += aik * B[bk + j]; }
     }

@@ -73,3 +73,37 @@ export function batchMatMulOnHeap(backend: object, a: TensorInfo, b: TensorInfo,
   }
   return out;
 }
+
+/**
+ * _FusedMatMul (tf.fused.matMul) override: the GEMM provider, then bias and relu/linear in one pass
+ * over the output. Other activations, prelu weights or non-trailing bias shapes use the stock kernel.
+ */
+export function fusedMatMulWasm(orig: KernelConfig, enabled: () => boolean): KernelConfig {
+  const kernelFunc: KernelFunc = (args) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, TensorInfo | undefined> & { a: TensorInfo; b: TensorInfo };
+    const { transposeA, transposeB, activation } = args.attrs as { transposeA: boolean; transposeB: boolean; activation: string };
+    const g = activeGemm();
+    const p = a.dtype === 'float32' && b.dtype === 'float32' ? matMulPlan(a, b, transposeA, transposeB) : null;
+    const nBatch = p ? p.outBatch.reduce((x, y) => x * y, 1) : 0;
+    const plainOnXnn = g.name === 'wasm' && !transposeA && !transposeB && nBatch === 1;
+    const biasSize = bias ? bias.shape.reduce((x, y) => x * y, 1) : 0;
+    const biasOk = !bias || (bias.dtype === 'float32' && (biasSize === 1 || (biasSize === p?.N && bias.shape[bias.shape.length - 1] === p.N)));
+    if (!enabled() || !p || plainOnXnn || preluActivationWeights || !biasOk || (activation !== 'linear' && activation !== 'relu')) {
+      return orig.kernelFunc(args);
+    }
+    const out = batchMatMulOnHeap(args.backend, a, b, transposeA, transposeB, p);
+    const w = internals(args.backend);
+    const n = out.shape.reduce((x, y) => x * y, 1);
+    if (n === 0) return out;
+    const o = f32View(w, offsetOf(w, out), n);
+    const bv = bias ? f32View(w, offsetOf(w, bias), biasSize) : null;
+    const relu = activation === 'relu';
+    for (let i = 0; i < n; i++) {
+      let v = o[i];
+      if (bv) v += bv[biasSize === 1 ? 0 : i % biasSize];
+      o[i] = relu && v < 0 ? 0 : v;
+    }
+    return out;
+  };
+  return { ...orig, kernelFunc };
+}

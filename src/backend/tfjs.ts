@@ -8,3 +8,15 @@ export type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 export type { KernelConfig, KernelFunc, TensorInfo, NamedAttrMap, NamedTensorInfoMap, DataId } from '@tensorflow/tfjs';
 
 export { tf };
+
+/** Import @tensorflow/tfjs-node (registers the 'tensorflow' backend); returns an error message or ''. */
+export async function loadNodeBackend(): Promise<string> {
+  const spec = '@tensorflow/tfjs-node'; // a variable: the package is optional and usually absent
+  try {
+    await import(spec);
+    return '';
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return `${err.code ?? ''} ${String(err.message).split('\n')[0]}`;
+  }
+}

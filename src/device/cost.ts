@@ -102,9 +102,18 @@ export function curveEfficiency(curve: EfficiencyCurve, size: number): number {
 
 export const gemmFlops = (m: number, n: number, k: number): number => 2 * m * n * k;
 
-/** Efficiency of an [m, k] x [k, n] GEMM on `spec` (depends on its size in GFLOP). */
+/** Fraction of useful work when each dim is padded up to a multiple of `tile` (1 when tile is unset). */
+export function tileUtilization(m: number, n: number, k: number, tile = 1): number {
+  const u = (d: number) => d / (Math.ceil(d / tile) * tile);
+  return tile <= 1 ? 1 : u(m) * u(n) * u(k);
+}
+
+/**
+ * Efficiency of an [m, k] x [k, n] GEMM on `spec`: the size curve (by GFLOP) times the tile
+ * utilization of its shape (a GEMM with m = 17 pads to 32 on a 16-wide matrix unit).
+ */
 export function gemmEfficiency(m: number, n: number, k: number, spec: DeviceSpec): number {
-  return curveEfficiency(spec.efficiency.gemm, gemmFlops(m, n, k) / 1e9);
+  return curveEfficiency(spec.efficiency.gemm, gemmFlops(m, n, k) / 1e9) * tileUtilization(m, n, k, spec.efficiency.gemmTile);
 }
 
 export function peakFlops(spec: DeviceSpec, dtype: Dtype): number {

@@ -31,6 +31,8 @@ export interface EfficiencySpec {
   memory: EfficiencyCurve;
   /** Fixed cost added to every op (kernel launch / host dispatch), seconds. */
   launchOverhead: number;
+  /** Matrix-unit tile edge: GEMM dims are padded up to multiples of it, wasting the padding (optional). */
+  gemmTile?: number;
 }
 
 export interface DeviceSpec {
@@ -65,6 +67,8 @@ const ASCEND_GEMM: EfficiencyCurve = [[0, 0.09], [1, 0.55], [16, 0.82], [128, 0.
 const SRC_CALCULON_EFF = 'Calculon systems/*.json efficiency curves (calculon-ai/calculon) [S]';
 const SRC_ASCEND_GEMM = 'Calculon curve shape, top = measured 328/376 TFLOPS BF16 GEMM on 910B (perf-model.md §4) [D]';
 const SRC_LAUNCH_GPU = 'assumed ~5 us per kernel launch for GPU eager frameworks [U]';
+const SRC_TILE_NPU = 'DaVinci cube unit = 16x16x16 fp16 MACs per cycle (4096 MAC = 8192 FLOP/cycle, perf-model.md §4: 24 cores x 1.8 GHz x 8192) [D]';
+const SRC_TILE_GPU = 'tensor-core MMA tiles are multiples of 16 in m, n, k for bf16 (NVIDIA matmul performance guide) [S]';
 const SRC_LAUNCH_NPU = 'assumed ~10 us per op; Pangu reports host-bound launch on Ascend (pangu-ultra-moe.md §6.2) [U]';
 
 const roce200: LinkSpec = { name: 'RoCE 200G', bandwidth: 25 * G, latency: 2 * US, efficiency: 0.9 };
@@ -90,6 +94,7 @@ const ascendSources = (peak: string, hbm: string): Record<string, string> => ({
   'efficiency.gemm': SRC_ASCEND_GEMM,
   'efficiency.memory': SRC_CALCULON_EFF,
   'efficiency.launchOverhead': SRC_LAUNCH_NPU,
+  'efficiency.gemmTile': SRC_TILE_NPU,
 });
 
 const nvidiaSources = (peak: string, hbm: string, nvlink: string, ib: string, host: string, hostMem: string): Record<string, string> => ({
@@ -109,10 +114,11 @@ const nvidiaSources = (peak: string, hbm: string, nvlink: string, ib: string, ho
   'efficiency.gemm': SRC_CALCULON_EFF,
   'efficiency.memory': SRC_CALCULON_EFF,
   'efficiency.launchOverhead': SRC_LAUNCH_GPU,
+  'efficiency.gemmTile': SRC_TILE_GPU,
 });
 
-const ascendEff: EfficiencySpec = { gemm: ASCEND_GEMM, memory: CALCULON_MEM, launchOverhead: 10 * US };
-const gpuEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US };
+const ascendEff: EfficiencySpec = { gemm: ASCEND_GEMM, memory: CALCULON_MEM, launchOverhead: 10 * US, gemmTile: 16 };
+const gpuEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16 };
 
 // --- the catalog --------------------------------------------------------------------------------
 
@@ -255,6 +261,7 @@ export function specProblems(v: unknown): string[] {
     const e = s.efficiency as Record<string, unknown>;
     out.push(...curveProblems(e.gemm, 'efficiency.gemm'), ...curveProblems(e.memory, 'efficiency.memory'));
     if (!(typeof e.launchOverhead === 'number' && e.launchOverhead >= 0)) out.push(`efficiency.launchOverhead: expected seconds >= 0, got ${JSON.stringify(e.launchOverhead)}`);
+    if (e.gemmTile !== undefined && !(Number.isInteger(e.gemmTile) && (e.gemmTile as number) >= 1)) out.push(`efficiency.gemmTile: expected an integer >= 1, got ${JSON.stringify(e.gemmTile)}`);
   }
   if (s.sources !== undefined && (typeof s.sources !== 'object' || s.sources === null)) out.push('sources: expected an object of field -> citation');
   return out;

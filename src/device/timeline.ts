@@ -134,12 +134,31 @@ export class Timeline {
     return { streams: aq.from(this.streamSummary()), comm: aq.from(this.commSummary()) };
   }
 
-  /** Human-readable summary (times in microseconds). */
-  summaryText(): string {
+  /**
+   * Human-readable summary (times in microseconds): per stream and per device up to `maxDevices`
+   * devices, otherwise aggregated over devices (mean and max).
+   */
+  summaryText(maxDevices = 4): string {
     const us = (x: number) => (x * 1e6).toFixed(1);
-    const streams = aq.from(this.streamSummary().map((r) => ({ device: r.device, stream: r.stream, events: r.events, busy_us: us(r.busy), idle_us: us(r.idle), util: (r.utilization * 100).toFixed(1) + '%' })));
-    const comm = aq.from(this.commSummary().map((r) => ({ device: r.device, compute_us: us(r.compute), comm_us: us(r.comm), exposed_comm_us: us(r.exposedComm), overlap: (r.overlapRatio * 100).toFixed(1) + '%' })));
-    return `makespan ${us(this.makespan)} us\n\n${streams.toMarkdown()}\n${comm.toMarkdown()}`;
+    const pct = (x: number) => (x * 100).toFixed(1) + '%';
+    const streams = this.streamSummary(), comm = this.commSummary();
+    let a: aq.ColumnTable, b: aq.ColumnTable;
+    if (this.devices().length <= maxDevices) {
+      a = aq.from(streams.map((r) => ({ device: r.device, stream: r.stream, events: r.events, busy_us: us(r.busy), idle_us: us(r.idle), util: pct(r.utilization) })));
+      b = aq.from(comm.map((r) => ({ device: r.device, compute_us: us(r.compute), comm_us: us(r.comm), exposed_comm_us: us(r.exposedComm), overlap: pct(r.overlapRatio) })));
+    } else {
+      const mean = (xs: number[]) => xs.reduce((p, x) => p + x, 0) / xs.length;
+      a = aq.from(STREAMS.map((s) => streams.filter((r) => r.stream === s)).filter((rs) => rs.length > 0).map((rs) => ({
+        stream: rs[0].stream, devices: rs.length, events: rs.reduce((p, r) => p + r.events, 0),
+        mean_busy_us: us(mean(rs.map((r) => r.busy))), max_busy_us: us(Math.max(...rs.map((r) => r.busy))), mean_util: pct(mean(rs.map((r) => r.utilization))),
+      })));
+      b = aq.from([{
+        devices: comm.length, mean_compute_us: us(mean(comm.map((r) => r.compute))), mean_comm_us: us(mean(comm.map((r) => r.comm))),
+        mean_exposed_comm_us: us(mean(comm.map((r) => r.exposedComm))), max_exposed_comm_us: us(Math.max(...comm.map((r) => r.exposedComm))),
+        mean_overlap: pct(mean(comm.map((r) => r.overlapRatio))),
+      }]);
+    }
+    return `makespan ${us(this.makespan)} us\n\n${a.toMarkdown()}\n${b.toMarkdown()}`;
   }
 
   /**

@@ -73,10 +73,13 @@ export function replicateExperts(weights: ArrayLike<number>, numPhysical: number
   return { physicalToLogical, rank, logicalCount };
 }
 
-/** EPLB `rebalance_experts_hierarchical` for one layer; global policy = (groups 1, nodes 1). */
+/**
+ * EPLB `rebalance_experts_hierarchical` for one layer; global policy = (groups 1, nodes 1).
+ * `groupsToNodes` replaces step 1 (used by our solver to try a better group packing; not part of EPLB).
+ */
 export function rebalanceLayerHierarchical(
   weights: ArrayLike<number>, numPhysical: number, numGroups: number, numNodes: number, numDevices: number,
-  float32 = true,
+  float32 = true, groupsToNodes?: Packing,
 ): { physicalToLogical: number[]; rank: number[]; logicalCount: number[] } {
   const round = float32 ? f32 : id;
   const N = weights.length;
@@ -90,7 +93,7 @@ export function rebalanceLayerHierarchical(
     const g = Math.floor(e / groupSize);
     groupLoads[g] = round(groupLoads[g] + round(weights[e]));
   }
-  const groupPack = balancedPacking(groupLoads, numNodes, float32);
+  const groupPack = groupsToNodes ?? balancedPacking(groupLoads, numNodes, float32);
   // mlog: experts relabeled so node k owns [k*N/n, (k+1)*N/n)
   const mlog2log = new Array<number>(N);
   for (let e = 0; e < N; e++) {

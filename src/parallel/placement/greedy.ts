@@ -9,12 +9,19 @@ import {
 } from './types.ts';
 
 /**
- * Static contiguous placement: slot p holds expert p mod N, so with R = N device d holds experts
- * [d*N/D, (d+1)*N/D) (Megatron's default EP layout); redundant slots, if any, repeat experts 0, 1, ...
+ * Static contiguous placement: with R = N device d holds experts [d*N/D, (d+1)*N/D) (Megatron's default
+ * EP layout). Redundant slots, if any, repeat each node's own experts in order (node k's slots hold
+ * experts k*N/nodes + (j mod N/nodes)), so the layout keeps groups within nodes; when N is not a multiple
+ * of the node count, slot p holds expert p mod N.
  */
 export function staticLayer(loads: ArrayLike<number>, spec: PlacementSpec): LayerPlacement {
-  const slots = Array.from({ length: spec.numReplicas }, (_, p) => p % spec.numExperts);
-  return layerFromSlots(slots, spec.numExperts, spec.numDevices, loads);
+  const { numExperts: N, numReplicas: R, numNodes: n } = spec;
+  const perNode = N % n === 0 ? N / n : N, slotsPerNode = N % n === 0 ? R / n : R;
+  const slots = Array.from({ length: R }, (_, p) => {
+    const k = Math.floor(p / slotsPerNode);
+    return k * perNode + ((p - k * slotsPerNode) % perNode);
+  });
+  return layerFromSlots(slots, N, spec.numDevices, loads);
 }
 
 export function staticPlacement(loads: ArrayLike<number>[], spec: PlacementSpec): Placement {

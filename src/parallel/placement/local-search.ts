@@ -7,16 +7,19 @@
 // keeps it and lowers the sum of squares; the sum of squares strictly decreases, so the search ends.
 // In hierarchical mode moves stay inside the node of the max device, so groups never leave their node.
 // Starting from EPLB's plan, the result is never worse than EPLB's max device load (tested).
-import { eplbLayer } from './eplb.ts';
+import { alignToPrevious } from './migration.ts';
+import { balancedPacking, eplbLayer, rebalanceLayerHierarchical, replicateExperts, type Packing } from './eplb.ts';
 import {
-  assemble, isHierarchical, layerFromSlots, validate, type LayerPlacement, type Placement, type PlacementSpec,
+  assemble, balance, groupsLeaveNodes, isHierarchical, layerFromSlots, validate, type LayerPlacement, type Placement, type PlacementSpec,
 } from './types.ts';
 
 export interface LocalSearchOptions {
   maxIterations?: number; // default 4 * R
+  previous?: readonly number[]; // [R] slots in force now: also search from it, prefer fewer migrations
+  slack?: number; // accept a max device load this much (relative) above the best to migrate less; default 0.005
 }
 
-/** Improve a slot table in place of a copy; returns the new slot table. */
+/** Improve a copy of a slot table; returns the improved copy. */
 export function localSearch(
   startSlots: readonly number[], loads: ArrayLike<number>, spec: PlacementSpec, opts: LocalSearchOptions = {},
 ): number[] {
@@ -103,11 +106,82 @@ export function localSearch(
   return slots;
 }
 
-/** One layer of our solver: EPLB's plan (same hierarchy rules) improved by local search. */
+/**
+ * Hierarchical mode: a groups-to-nodes assignment better than EPLB's step 1. EPLB packs groups by total
+ * load, but a node's device max also depends on whether its R/nodes slots can replicate its hot experts.
+ * So each node is scored by the max device load EPLB's steps 2-3 reach on it, and groups are swapped
+ * between the worst node and another one while that lowers the worse of the two scores.
+ */
+export function balanceGroupsToNodes(loads: ArrayLike<number>, spec: PlacementSpec): Packing {
+  const { numGroups: G, numNodes: n, numReplicas: R, numDevices: D } = spec;
+  const groupSize = loads.length / G, perNode = G / n;
+  const g = new Array<number>(G).fill(0); // [G] group loads
+  for (let e = 0; e < loads.length; e++) g[Math.floor(e / groupSize)] += loads[e];
+  const pack = balancedPacking(g, n, false).pack.slice();
+  const score = (k: number) => { // max device load of node k under EPLB steps 2-3
+    const w: number[] = [];
+    for (let a = 0; a < G; a++) if (pack[a] === k) for (let i = 0; i < groupSize; i++) w.push(loads[a * groupSize + i]);
+    const rep = replicateExperts(w, R / n, false);
+    const perReplica = rep.physicalToLogical.map((m) => w[m] / rep.logicalCount[m]);
+    const { pack: dev } = balancedPacking(perReplica, D / n, false);
+    const sums = new Array<number>(D / n).fill(0);
+    dev.forEach((d, q) => { sums[d] += perReplica[q]; });
+    return Math.max(...sums);
+  };
+  const cost = Array.from({ length: n }, (_, k) => score(k));
+  for (let iter = 0; iter < 4 * G * G; iter++) {
+    let M = 0;
+    for (let k = 1; k < n; k++) if (cost[k] > cost[M]) M = k;
+    let best: [number, number, number, number] | null = null; // [a, b, costM, costK]
+    let bestPeak = cost[M] * (1 - 1e-12);
+    for (let a = 0; a < G; a++) {
+      if (pack[a] !== M) continue;
+      for (let b = 0; b < G; b++) {
+        const k = pack[b];
+        if (k === M) continue;
+        pack[a] = k; pack[b] = M;
+        const cM = score(M), cK = score(k);
+        pack[a] = M; pack[b] = k;
+        if (Math.max(cM, cK) < bestPeak) { bestPeak = Math.max(cM, cK); best = [a, b, cM, cK]; }
+      }
+    }
+    if (!best) break;
+    const [a, b, cM, cK] = best, k = pack[b];
+    pack[a] = k; pack[b] = M; cost[M] = cM; cost[k] = cK;
+  }
+  const rank = new Array<number>(G).fill(0), filled = new Array<number>(n).fill(0);
+  pack.forEach((k, i) => { rank[i] = filled[k]++; });
+  if (filled.some((f) => f !== perNode)) throw new Error('balanceGroupsToNodes: unbalanced group counts'); // swaps keep counts
+  return { pack, rank };
+}
+
+/**
+ * One layer of our solver: local search from EPLB's plan and, in hierarchical mode, also from EPLB with
+ * rebalanced groups-to-nodes; the lowest max device load wins (so never worse than EPLB). With
+ * `previous` (re-placement during training) the current plan is a start too, and among the results
+ * within `slack` of the best max the one that changes the fewest slots (after alignment) wins.
+ */
 export function oursLayer(loads: ArrayLike<number>, spec: PlacementSpec, opts: LocalSearchOptions = {}): LayerPlacement {
-  const start = eplbLayer(loads, spec);
-  const slots = localSearch(start.physicalToLogical, loads, spec, opts);
-  return layerFromSlots(slots, spec.numExperts, spec.numDevices, loads);
+  const starts = [eplbLayer(loads, spec).physicalToLogical];
+  if (isHierarchical(spec) && spec.numNodes > 1) {
+    const groups = balanceGroupsToNodes(loads, spec);
+    starts.push(rebalanceLayerHierarchical(loads, spec.numReplicas, spec.numGroups, spec.numNodes, spec.numDevices, true, groups).physicalToLogical);
+  }
+  const prev = opts.previous;
+  // the plan in force is a start only if it is a valid plan for this spec (groups within nodes)
+  if (prev && prev.length === spec.numReplicas && !groupsLeaveNodes(prev, spec)) starts.push(prev.slice());
+  const results = starts.map((start) => {
+    let slots = localSearch(start, loads, spec, opts);
+    if (prev) slots = alignToPrevious(prev, slots, spec);
+    const max = balance(layerFromSlots(slots, spec.numExperts, spec.numDevices, loads).deviceLoads).max;
+    const moved = prev ? slots.reduce((n, e, p) => n + (e === prev[p] ? 0 : 1), 0) : 0;
+    return { slots, max, moved };
+  });
+  const bestMax = Math.min(...results.map((r) => r.max));
+  const slack = prev ? opts.slack ?? 0.005 : 0;
+  const ok = results.filter((r) => r.max <= bestMax || r.max - bestMax <= slack * bestMax); // never empty
+  const pick = ok.reduce((a, b) => (b.moved < a.moved || (b.moved === a.moved && b.max < a.max) ? b : a));
+  return layerFromSlots(pick.slots, spec.numExperts, spec.numDevices, loads);
 }
 
 export function oursPlacement(loads: ArrayLike<number>[], spec: PlacementSpec, opts: LocalSearchOptions = {}): Placement {

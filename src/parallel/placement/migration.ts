@@ -40,17 +40,23 @@ export function alignToPrevious(prev: readonly number[], next: readonly number[]
     const usedOld = new Set<number>();
     for (const [, a, b] of pairs) if (target[a] < 0 && !usedOld.has(b)) { target[a] = b; usedOld.add(b); }
   }
-  const out = new Array<number>(next.length).fill(-1);
-  for (let a = 0; a < D; a++) {
-    const b = target[a], old = contents(prev, b), todo = contents(next, a);
-    const free: number[] = [];
-    for (let j = 0; j < S; j++) { // keep experts that already sit at slot j of device b
-      const i = todo.indexOf(old[j]);
-      if (i >= 0) { out[b * S + j] = old[j]; todo.splice(i, 1); } else free.push(j);
+  const place = (label: number[]) => {
+    const out = new Array<number>(next.length).fill(-1);
+    for (let a = 0; a < D; a++) {
+      const b = label[a], old = contents(prev, b), todo = contents(next, a);
+      const free: number[] = [];
+      for (let j = 0; j < S; j++) { // keep experts that already sit at slot j of device b
+        const i = todo.indexOf(old[j]);
+        if (i >= 0) { out[b * S + j] = old[j]; todo.splice(i, 1); } else free.push(j);
+      }
+      free.forEach((j, i) => { out[b * S + j] = todo[i]; });
     }
-    free.forEach((j, i) => { out[b * S + j] = todo[i]; });
-  }
-  return out;
+    return out;
+  };
+  // greedy matching is not optimal, so keep the identity labeling when it changes fewer slots
+  const changed = (slots: number[]) => slots.reduce((n, e, p) => n + (e === prev[p] ? 0 : 1), 0);
+  const matched = place(target), identity = place(Array.from({ length: D }, (_, d) => d));
+  return changed(identity) <= changed(matched) ? identity : matched;
 }
 
 /** The slots that change from `prev` to `next`, each with a source slot holding the incoming expert. */

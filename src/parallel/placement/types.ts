@@ -149,10 +149,23 @@ export function assemble(solver: SolverName, spec: PlacementSpec, layers: LayerP
   };
 }
 
+/** True when, in hierarchical mode, some expert group has slots on more than one node. */
+export function groupsLeaveNodes(physicalToLogical: ArrayLike<number>, spec: PlacementSpec): boolean {
+  if (!isHierarchical(spec)) return false;
+  const S = physicalToLogical.length / spec.numDevices, devPerNode = spec.numDevices / spec.numNodes;
+  const groupSize = spec.numExperts / spec.numGroups;
+  const nodeOfGroup = new Map<number, number>();
+  for (let p = 0; p < physicalToLogical.length; p++) {
+    const g = Math.floor(physicalToLogical[p] / groupSize), node = Math.floor(Math.floor(p / S) / devPerNode);
+    if ((nodeOfGroup.get(g) ?? node) !== node) return true;
+    nodeOfGroup.set(g, node);
+  }
+  return false;
+}
+
 /** Every broken invariant of a placement (empty when consistent); used by tests and the CLI. */
 export function placementProblems(pl: Placement, checkHierarchy = pl.hierarchical): string[] {
-  const { numExperts: N, numReplicas: R, numDevices: D, numNodes, numGroups } = pl.spec;
-  const S = R / D, devPerNode = D / numNodes, groupSize = N / numGroups;
+  const { numExperts: N, numReplicas: R } = pl.spec;
   const p: string[] = [];
   pl.layers.forEach((l, li) => {
     if (l.physicalToLogical.length !== R) p.push(`layer ${li}: physicalToLogical has ${l.physicalToLogical.length} slots, expected ${R}`);
@@ -170,14 +183,7 @@ export function placementProblems(pl: Placement, checkHierarchy = pl.hierarchica
         if (r < count[e] ? l.physicalToLogical[ph] !== e : ph !== -1) p.push(`layer ${li}: logicalToPhysical[${e}][${r}]=${ph} inconsistent`);
       }
     }
-    if (checkHierarchy) {
-      const nodeOfGroup = new Map<number, number>();
-      for (let ph = 0; ph < R; ph++) {
-        const g = Math.floor(l.physicalToLogical[ph] / groupSize), node = Math.floor(Math.floor(ph / S) / devPerNode);
-        if ((nodeOfGroup.get(g) ?? node) !== node) { p.push(`layer ${li}: group ${g} spans several nodes`); break; }
-        nodeOfGroup.set(g, node);
-      }
-    }
+    if (checkHierarchy && groupsLeaveNodes(l.physicalToLogical, pl.spec)) p.push(`layer ${li}: an expert group spans several nodes`);
   });
   return p;
 }

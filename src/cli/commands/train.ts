@@ -1,0 +1,90 @@
+// `ultramoe train`: train a preset locally on the shipped corpus, arithmetic or a text file.
+import { parse, UsageError } from '../args.ts';
+import type { BackendName } from '../../backend/tf.ts';
+import type { ConfigOverrides } from '../../model/config.ts';
+import { runTraining, validateRun, type RunOptions } from '../../train/run.ts';
+import { defaultTrainConfig } from '../../train/trainer.ts';
+import { DEFAULT_ADAMW } from '../../train/optimizer.ts';
+
+export const summary = 'train a model locally (metrics, checkpoints, report.html); --resume continues bit-exactly';
+
+const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|node] [--seed N]
+    [--data text|arith[:add|mul|addmul][:DIGITS]|<file>] [--tokenizer byte|bpe[:N]]
+    [--batch N] [--seq N] [--micro-batches M] [--lr X] [--min-lr X] [--warmup N] [--clip X] [--weight-decay X]
+    [--eval-every N] [--eval-batches N] [--checkpoint-every N] [--override JSON] [--out DIR] [--resume DIR] [--json]`;
+
+const options = {
+  preset: { type: 'string', default: 'tiny' },
+  steps: { type: 'string', default: '180' },
+  backend: { type: 'string', default: 'wasm' },
+  seed: { type: 'string', default: '1' },
+  data: { type: 'string', default: 'text' },
+  tokenizer: { type: 'string', default: 'byte' },
+  batch: { type: 'string', default: '16' },
+  seq: { type: 'string', default: '64' },
+  'micro-batches': { type: 'string', default: '1' },
+  lr: { type: 'string', default: '3e-3' },
+  'min-lr': { type: 'string' },
+  warmup: { type: 'string', default: '15' },
+  clip: { type: 'string', default: '1' },
+  'weight-decay': { type: 'string', default: String(DEFAULT_ADAMW.weightDecay) },
+  'eval-every': { type: 'string', default: '25' },
+  'eval-batches': { type: 'string', default: '4' },
+  'checkpoint-every': { type: 'string', default: '0' },
+  override: { type: 'string', default: '{}' },
+  out: { type: 'string' },
+  resume: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** Parse argv into RunOptions plus every problem found (flags and config), before any work. */
+export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptions; problems: string[]; json: boolean; help: boolean } {
+  const { values: v, tokens } = { ...parse(argv, options, usage), tokens: argv };
+  const problems: string[] = [];
+  const num = (_flag: string, s: string) => (s.trim() === '' ? NaN : Number(s)); // validateRun reports NaN
+  let overrides: ConfigOverrides = {};
+  try { overrides = JSON.parse(v.override); } catch { problems.push(`--override must be a JSON object, e.g. '{"hiddenSize":64,"moe":{"numExperts":32}}' (got '${v.override}')`); }
+  const lr = num('lr', v.lr);
+  const explicit = new Set(tokens.filter((t) => t.startsWith('--')).map((t) => t.slice(2).split('=')[0]));
+  const opts: RunOptions = {
+    preset: v.preset, overrides, backend: v.backend as BackendName, data: v.data, tokenizer: v.tokenizer,
+    train: defaultTrainConfig({
+      steps: num('steps', v.steps), seed: num('seed', v.seed), batch: num('batch', v.batch), seqLen: num('seq', v.seq),
+      microBatches: num('micro-batches', v['micro-batches']), lr, minLr: v['min-lr'] !== undefined ? num('min-lr', v['min-lr']) : lr / 10,
+      warmupSteps: num('warmup', v.warmup), gradClip: num('clip', v.clip),
+      adamw: { ...DEFAULT_ADAMW, weightDecay: num('weight-decay', v['weight-decay']) },
+      evalEvery: num('eval-every', v['eval-every']), evalBatches: num('eval-batches', v['eval-batches']),
+    }),
+    out: v.out ?? null, resume: v.resume ?? null, checkpointEvery: num('checkpoint-every', v['checkpoint-every']),
+    progress: v.json ? 'none' : isTty ? 'bar' : 'lines', explicit,
+  };
+  problems.push(...validateRun(opts));
+  return { opts, problems, json: v.json, help: v.help };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let parsed;
+  try { parsed = parseTrainArgs(argv, Boolean(process.stdout.isTTY)); } catch (e) {
+    if (e instanceof UsageError) { console.error(e.message); return 2; }
+    throw e;
+  }
+  if (parsed.help) { console.log(`usage: ${usage}`); return 0; }
+  if (parsed.problems.length) {
+    console.error(`ultramoe train: ${parsed.problems.length} problem${parsed.problems.length > 1 ? 's' : ''}:\n  - ${parsed.problems.join('\n  - ')}\nusage: ${usage}`);
+    return 2;
+  }
+  const log = parsed.json ? (s: string) => console.error(s) : (s: string) => console.log(s);
+  const s = await runTraining(parsed.opts, log);
+  const lines = [
+    `steps ${s.steps}  loss ${s.lossStart.toFixed(3)} -> ${s.lossEnd.toFixed(3)}  val ${s.valLoss.toFixed(3)} ` +
+      `(uniform ln V = ${s.uniformLoss.toFixed(3)}, ${(100 * s.valLossBelowUniform).toFixed(1)}% below)`,
+    `${Math.round(s.tokensPerSecond)} tokens/s  local MFU ${(100 * s.localMfu).toFixed(2)}% of ${s.peakGflops.toFixed(1)} GFLOP/s  ` +
+      `expert load max/mean ${s.expertLoadMaxOverMean.toFixed(2)}` + (s.exactMatch !== null ? `  exact match ${(100 * s.exactMatch).toFixed(1)}%` : '') + `  ${s.seconds.toFixed(0)} s`,
+    `report: ${s.report}`,
+    `checkpoint: ${s.checkpoint}`,
+  ];
+  for (const l of lines) log(l);
+  if (parsed.json) console.log(JSON.stringify(s));
+  return 0;
+}

@@ -1,0 +1,52 @@
+// Causal softmax attention core shared by GQA and MLA, on head-major batches:
+//   q [G, S, dk], k [G, S, dk], v [G, S, dv] with G = B·heads (batched matMuls).
+//   scores = q·kᵀ·scale + causalMask, probs = softmax(scores), ctx = probs·v.
+// Saves `<tag>.probs` [G, S, S] only; the caller saves q/k/v in whatever form it prefers
+// (MLA keeps the up-projection output instead of k and v).
+import { tf } from '../backend/tf.ts';
+import type { SavedActivations } from './saved.ts';
+
+const maskCache = new Map<number, Float32Array>();
+
+/** Additive causal mask [S, S]: 0 on and below the diagonal, −1e9 above (exp underflows to 0). */
+export function causalMask(S: number): tf.Tensor2D {
+  let m = maskCache.get(S);
+  if (!m) {
+    m = new Float32Array(S * S);
+    for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) m[i * S + j] = -1e9;
+    maskCache.set(S, m);
+  }
+  return tf.tensor2d(m, [S, S]);
+}
+
+/** ctx [G, S, dv]; saves `<tag>.probs`. */
+export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string): tf.Tensor3D {
+  const S = q.shape[1];
+  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), causalMask(S)); // [G, S, S]
+  const probs = tf.softmax(scores);
+  rec?.save(`${tag}.probs`, probs);
+  return tf.matMul(probs, v); // [G, S, dv]
+}
+
+/** dq, dk, dv from dctx [G, S, dv]. */
+export function attentionCoreBackward(dctx: tf.Tensor3D, q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D } {
+  const dv = tf.matMul(probs, dctx, true, false);        // [G, S, dv]
+  const dprobs = tf.matMul(dctx, v, false, true);        // [G, S, S]
+  // softmax backward, with the 1/sqrt(d) scale folded in
+  const dscores = tf.mul(tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true))), scale);
+  const dq = tf.matMul(dscores, k);                      // [G, S, dk]
+  const dk = tf.matMul(dscores, q, true, false);         // [G, S, dk]
+  return { dq, dk, dv } as { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D };
+}
+
+/** [B, S, n, d] → [B·n, S, d] (head-major for the core). */
+export function toHeads(x: tf.Tensor): tf.Tensor3D {
+  const [B, S, n, d] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [B * n, S, d]);
+}
+
+/** [B·n, S, d] → [B, S, n, d]. */
+export function fromHeads(x: tf.Tensor, B: number): tf.Tensor4D {
+  const [G, S, d] = x.shape;
+  return tf.transpose(tf.reshape(x, [B, G / B, S, d]), [0, 2, 1, 3]);
+}

@@ -1,0 +1,103 @@
+// Multi-head latent attention (DeepSeek-V2/V3, Pangu Ultra MoE), causal, input/output [B, S, H].
+//   q:  x·wqA [T, rq] → RMSNorm (q_a norm) → ·wqB [T, a·(dn+dr)]   (or x·wq without q-LoRA)
+//   kv: x·wkvA [T, rkv+dr] = [latent | kRope]; latent → RMSNorm (kv_a norm) → ·wkvB [T, a·(dn+dv)]
+//   per head: q = [qNope | rope(qRope)], k = [kNope | rope(kRope)] (kRope shared by all heads),
+//   v from the up-projection; softmax scale 1/sqrt(dn+dr); out = ctx·wo, wo [a·dv, H].
+// Saved: mla.x, mla.qANorm.{x,rstd}, mla.qLatent, mla.kvANorm.{x,rstd}, mla.kvLatent,
+// mla.kvUp [T, a·(dn+dv)] (the attention core's K/V before head split), mla.kRope [B, S, 1, dr]
+// (after RoPE), mla.q [B·a, S, dn+dr] (after RoPE), mla.probs [B·a, S, S], mla.ctx [T, a·dv].
+import { tf } from '../backend/tf.ts';
+import type { ModelConfig } from './config.ts';
+import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
+import type { SavedActivations } from './saved.ts';
+import { seedOf, type InitWeight } from './init.ts';
+import { linear, linearBackward, rows } from './linear.ts';
+import { applyRope, applyRopeBackward } from './rope.ts';
+import { RMSNorm } from './norm.ts';
+import { attentionCoreBackward, attentionCoreForward, fromHeads, toHeads } from './attention-core.ts';
+
+export class MLAttention implements Module {
+  readonly savedNames: readonly string[];
+  readonly a: number; readonly rq: number | null; readonly rkv: number;
+  readonly dn: number; readonly dr: number; readonly dv: number; readonly theta: number; readonly scale: number;
+  readonly qANorm: RMSNorm | null; readonly kvANorm: RMSNorm;
+
+  constructor(cfg: ModelConfig, readonly params: ParamStore, readonly prefix: string, init: InitWeight) {
+    const m = cfg.mla!, H = cfg.hiddenSize;
+    this.a = cfg.numHeads; this.rq = m.qLoraRank; this.rkv = m.kvLoraRank;
+    this.dn = m.qkNopeHeadDim; this.dr = m.qkRopeHeadDim; this.dv = m.vHeadDim; this.theta = cfg.ropeTheta;
+    this.scale = 1 / Math.sqrt(this.dn + this.dr);
+    const add = (n: string, shape: number[], role: 'linear' | 'out') =>
+      params.add(`${prefix}.${n}`, init(shape, role, seedOf(`${prefix}.${n}`)), { decay: true });
+    const dqk = this.dn + this.dr;
+    if (this.rq === null) { add('wq', [H, this.a * dqk], 'linear'); this.qANorm = null; }
+    else {
+      add('wqA', [H, this.rq], 'linear');
+      this.qANorm = new RMSNorm(params, `${prefix}.qANorm`, 'mla.qANorm', this.rq, cfg.normEps);
+      add('wqB', [this.rq, this.a * dqk], 'linear');
+    }
+    add('wkvA', [H, this.rkv + this.dr], 'linear');
+    this.kvANorm = new RMSNorm(params, `${prefix}.kvANorm`, 'mla.kvANorm', this.rkv, cfg.normEps);
+    add('wkvB', [this.rkv, this.a * (this.dn + this.dv)], 'linear');
+    add('wo', [this.a * this.dv, H], 'out');
+    this.savedNames = ['mla.x', ...(this.qANorm ? [...this.qANorm.savedNames, 'mla.qLatent'] : []),
+      ...this.kvANorm.savedNames, 'mla.kvLatent', 'mla.kvUp', 'mla.kRope', 'mla.q', 'mla.probs', 'mla.ctx'];
+  }
+
+  private w(n: string) { return this.params.get(`${this.prefix}.${n}`); }
+
+  /** k [B·a, S, dn+dr], v [B·a, S, dv] from the saved up-projection and shared rope key. */
+  private keysValues(kvUp: tf.Tensor, kRope: tf.Tensor, B: number, S: number) {
+    const { a, dn, dr, dv } = this;
+    const [kNope, vh] = tf.split(tf.reshape(kvUp, [B, S, a, dn + dv]), [dn, dv], -1); // [B, S, a, dn], [B, S, a, dv]
+    const k = toHeads(tf.concat([kNope, tf.mul(kRope, tf.ones([1, 1, a, 1]))], -1));   // [B·a, S, dn+dr] (broadcast, not tile: faster on wasm)
+    return { k, v: toHeads(vh) };
+  }
+
+  forward(x: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
+    const [B, S, H] = x.shape, { a, dn, dr, dv, rkv } = this, T = B * S;
+    rec.save('mla.x', tf.clone(x));
+    const x2 = rows(x);                                                        // [T, H]
+    let qFull: tf.Tensor;                                                     // [T, a·(dn+dr)]
+    if (this.qANorm) {
+      const qLatent = this.qANorm.forward(linear(x2, this.w('wqA')), rec, ctx); // [T, rq]
+      rec.save('mla.qLatent', qLatent);
+      qFull = linear(qLatent, this.w('wqB'));
+    } else qFull = linear(x2, this.w('wq'));
+    const q = toHeads(applyRope(tf.reshape(qFull, [B, S, a, dn + dr]), this.theta, dr)); // [B·a, S, dn+dr], rope on the last dr
+    rec.save('mla.q', q);
+    const [latent, kRopeRaw] = tf.split(linear(x2, this.w('wkvA')), [rkv, dr], -1); // [T, rkv], [T, dr]
+    const kvLatent = this.kvANorm.forward(latent, rec, ctx);
+    rec.save('mla.kvLatent', kvLatent);
+    const kvUp = rec.save('mla.kvUp', linear(kvLatent, this.w('wkvB')));     // [T, a·(dn+dv)]
+    const kRope = rec.save('mla.kRope', applyRope(tf.reshape(kRopeRaw, [B, S, 1, dr]), this.theta));
+    const { k, v } = this.keysValues(kvUp, kRope, B, S);
+    const c = attentionCoreForward(q, k, v, this.scale, rec, 'mla');          // [B·a, S, dv]
+    const ctx2 = rec.save('mla.ctx', tf.reshape(fromHeads(c, B), [T, a * dv]));
+    return tf.reshape(linear(ctx2, this.w('wo')), [B, S, H]);
+  }
+
+  backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): tf.Tensor {
+    const [B, S, H] = dy.shape, { a, dn, dr, dv } = this, T = B * S, p = this.prefix;
+    const x2 = rows(rec.get('mla.x'));
+    const q = rec.get<tf.Tensor3D>('mla.q');
+    const { k, v } = this.keysValues(rec.get('mla.kvUp'), rec.get('mla.kRope'), B, S);
+    const dctx2 = linearBackward(rows(dy), rec.get('mla.ctx'), this.w('wo'), grads, `${p}.wo`);
+    const g = attentionCoreBackward(toHeads(tf.reshape(dctx2, [B, S, a, dv])), q, k, v, rec.get('mla.probs'), this.scale);
+    // keys and values → up-projection and shared rope key
+    const [dkNope, dkRope] = tf.split(fromHeads(g.dk, B), [dn, dr], -1);     // [B, S, a, dn], [B, S, a, dr]
+    const dkvUp = tf.reshape(tf.concat([dkNope, fromHeads(g.dv, B)], -1), [T, a * (dn + dv)]);
+    const dkRopeRaw = tf.reshape(applyRopeBackward(tf.sum(dkRope, 2, true), this.theta), [T, dr]);
+    const dLatentN = linearBackward(dkvUp, rec.get('mla.kvLatent'), this.w('wkvB'), grads, `${p}.wkvB`);
+    const dLatent = this.kvANorm.backward(dLatentN, rec, grads, ctx);
+    let dx = linearBackward(tf.concat([dLatent, dkRopeRaw], -1), x2, this.w('wkvA'), grads, `${p}.wkvA`);
+    // queries
+    const dqFull = tf.reshape(applyRopeBackward(fromHeads(g.dq, B), this.theta, dr), [T, a * (dn + dr)]);
+    if (this.qANorm) {
+      const dqLatent = linearBackward(dqFull, rec.get('mla.qLatent'), this.w('wqB'), grads, `${p}.wqB`);
+      const dqA = this.qANorm.backward(dqLatent, rec, grads, ctx);
+      dx = tf.add(dx, linearBackward(dqA, x2, this.w('wqA'), grads, `${p}.wqA`));
+    } else dx = tf.add(dx, linearBackward(dqFull, x2, this.w('wq'), grads, `${p}.wq`));
+    return tf.reshape(dx, [B, S, H]);
+  }
+}

@@ -1,0 +1,37 @@
+// SwiGLU MLP (Megatron fused fc1): [gate | up] = x·fc1, act = silu(gate)·up, y = act·fc2.
+// fc1 [H, 2F], fc2 [F, H]. Input/output [T, H] (any leading axes are flattened to T).
+// Saved: mlp.x (input = pre-norm output), mlp.fc1 [T, 2F] (gate|up), mlp.act [T, F] (fc2 input).
+import { tf } from '../backend/tf.ts';
+import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
+import type { SavedActivations } from './saved.ts';
+import { seedOf, type InitWeight } from './init.ts';
+import { linear, linearBackward, rows } from './linear.ts';
+
+export class SwiGLUMLP implements Module {
+  readonly savedNames: readonly string[];
+
+  constructor(readonly params: ParamStore, readonly prefix: string, hidden: number, readonly ffn: number, init: InitWeight, readonly tag = 'mlp') {
+    params.add(`${prefix}.fc1`, init([hidden, 2 * ffn], 'linear', seedOf(`${prefix}.fc1`)), { decay: true });
+    params.add(`${prefix}.fc2`, init([ffn, hidden], 'out', seedOf(`${prefix}.fc2`)), { decay: true });
+    this.savedNames = [`${tag}.x`, `${tag}.fc1`, `${tag}.act`];
+  }
+
+  forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
+    const x2 = rec.save(`${this.tag}.x`, tf.clone(rows(x))); // a clone: the record owns its entries
+    const h = rec.save(`${this.tag}.fc1`, linear(x2, this.params.get(`${this.prefix}.fc1`))); // [T, 2F]
+    const [gate, up] = tf.split(h, 2, -1);
+    const act = rec.save(`${this.tag}.act`, tf.mul(tf.mul(gate, tf.sigmoid(gate)), up));  // [T, F]
+    return tf.reshape(linear(act, this.params.get(`${this.prefix}.fc2`)), x.shape);
+  }
+
+  backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {
+    const p = this.prefix;
+    const dact = linearBackward(rows(dy), rec.get(`${this.tag}.act`), this.params.get(`${p}.fc2`), grads, `${p}.fc2`);
+    const [gate, up] = tf.split(rec.get(`${this.tag}.fc1`), 2, -1);
+    const sig = tf.sigmoid(gate), silu = tf.mul(gate, sig);
+    // silu'(g) = σ(g)·(1 + g·(1 − σ(g)))
+    const dgate = tf.mul(tf.mul(dact, up), tf.mul(sig, tf.add(1, tf.mul(gate, tf.sub(1, sig)))));
+    const dh = tf.concat([dgate, tf.mul(dact, silu)], -1);
+    return tf.reshape(linearBackward(dh, rec.get(`${this.tag}.x`), this.params.get(`${p}.fc1`), grads, `${p}.fc1`), dy.shape);
+  }
+}

@@ -1,0 +1,37 @@
+// RMSNorm: y = x · rstd · g, rstd = 1/sqrt(mean(x²) + eps), over the last axis (any rank).
+// Saved: `<tag>.x` (the input) and `<tag>.rstd` [..., 1]. The output is saved by its consumer
+// (e.g. 'attn.x'), so it is a separate entry that recompute/swap policies can drop on its own.
+import { tf } from '../backend/tf.ts';
+import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
+import type { SavedActivations } from './saved.ts';
+
+export class RMSNorm implements Module {
+  readonly savedNames: readonly string[];
+  readonly weightName: string;
+
+  /** Adds `<prefix>.weight` [dim] initialised to `gain`; saves under `<tag>.*`. */
+  constructor(readonly params: ParamStore, prefix: string, readonly tag: string, dim: number, readonly eps: number, gain = 1) {
+    this.weightName = `${prefix}.weight`;
+    params.add(this.weightName, tf.fill([dim], gain), { decay: false });
+    this.savedNames = [`${tag}.x`, `${tag}.rstd`];
+  }
+
+  forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), this.eps)); // [..., 1]
+    rec.save(`${this.tag}.x`, tf.clone(x)); // a clone: the record owns its entries
+    rec.save(`${this.tag}.rstd`, rstd);
+    return tf.mul(tf.mul(x, rstd), this.params.get(this.weightName));
+  }
+
+  backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {
+    const x = rec.get(`${this.tag}.x`), rstd = rec.get(`${this.tag}.rstd`);
+    const g = this.params.get(this.weightName);
+    const xhat = tf.mul(x, rstd);
+    const D = x.shape[x.shape.length - 1];
+    grads.add(this.weightName, tf.sum(tf.reshape(tf.mul(dy, xhat), [-1, D]), 0));
+    const dxhat = tf.mul(dy, g);
+    // d/dx of x·rstd: rstd·(dxhat − xhat·mean(dxhat·xhat))
+    const proj = tf.mean(tf.mul(dxhat, xhat), -1, true);
+    return tf.mul(rstd, tf.sub(dxhat, tf.mul(xhat, proj)));
+  }
+}

@@ -1,0 +1,113 @@
+// One router call on the host, end to end (moe-semantics §1): logits [T, E] → score function and
+// top-k → capacity dropping/padding → aux + z losses (training only) → permutation plan. Plus the
+// backward: gradient w.r.t. the permuted probs → dlogits (selected scores only) + scale·∂(aux+z)/∂logits.
+// This is the whole routing decision of a MoE layer; the tensor executor (moe/router.ts) wraps it.
+import type { MoEConfig } from '../config.ts';
+import { topkRouting, topkRoutingBackward, type TopkRouting } from './score.ts';
+import { applyTokenDropping } from './capacity.ts';
+import { permutePlan, type PermutePlan } from './permute-plan.ts';
+import {
+  auxLossScores, auxLossScoresBackward, auxRoutingMap, countsPerExpert, switchAuxLoss, seqAuxLoss,
+  globalAuxLoss, epGroupAuxLoss, zLoss, type GlobalAuxTracker, type AuxLossResult,
+} from './aux-loss.ts';
+
+export interface RouteOptions {
+  /** Aux and z losses are built only in training (Megatron: grad enabled). */
+  training: boolean;
+  /** Expert bias [E] (sigmoid path): selection only. */
+  expertBias?: ArrayLike<number> | null;
+  /** Tokens per sequence for the 'seq' aux loss (t = b·S + s); default T (one sequence). */
+  seqLen?: number;
+  /** Running counts for the 'global' aux loss. */
+  globalTracker?: GlobalAuxTracker | null;
+  /** Add this call's counts to the tracker (false on a recompute replay: each micro-batch counts once). */
+  updateGlobalTracker?: boolean;
+  /** Data-parallel group size of the 'global' loss (T_tot = T·groupSize). */
+  globalGroupSize?: number;
+  /** The EP group's aux-map counts (own included) for 'ep-group'; default [own] (group of one). */
+  epGroupCounts?: ((localCounts: Float64Array) => Float64Array[]) | null;
+}
+
+export interface RoutingPlan {
+  T: number; E: number; k: number;
+  /** The router logits this plan was made from (host copy). [T, E] */
+  logits: Float32Array;
+  routing: TopkRouting;
+  /** null when dropless. */
+  capacity: number | null;
+  droppedAssignments: number;
+  /** Final probs and map, after dropping/padding. [T, E] */
+  probs: Float64Array;
+  routingMap: Uint8Array;
+  permute: PermutePlan;
+  /** Aux/z values by type, already times coeff ({} in eval). */
+  auxLosses: Record<string, number>;
+  /** Σ ∂(aux + z)/∂logits, unscaled (null in eval or without losses). [T, E] */
+  auxDLogits: Float64Array | null;
+}
+
+export function routeTokens(logits: ArrayLike<number>, T: number, E: number, moe: MoEConfig, opts: RouteOptions): RoutingPlan {
+  const k = moe.topk;
+  const routing = topkRouting(logits, T, E, moe, opts.expertBias ?? null);
+  let probs = routing.probs, routingMap = routing.routingMap, capacity: number | null = null, droppedAssignments = 0;
+  if (moe.capacityFactor !== null) {
+    const d = applyTokenDropping(probs, routingMap, T, E, k, moe.capacityFactor, moe.dropPolicy, moe.padToCapacity);
+    ({ probs, routingMap, capacity, droppedAssignments } = d);
+  }
+  const auxLosses: Record<string, number> = {};
+  let auxDLogits: Float64Array | null = null;
+  const active = moe.auxLoss.filter((a) => a.coeff > 0);
+  if (opts.training && active.length > 0) {
+    // reuse the router's work where it is provably the same: σ(logits), softmax(logits) (pre-softmax),
+    // and the top-k itself when neither bias nor groups changed the selection (σ/Σσ and softmax keep the row order)
+    const sig = moe.scoreFunction === 'sigmoid' ? routing.scores : null;
+    const s = moe.scoreFunction === 'softmax' && moe.preSoftmax ? routing.scores : auxLossScores(logits, T, E, moe.scoreFunction, sig); // [T, E]
+    const plainTopk = moe.numGroups === null && !(moe.scoreFunction === 'sigmoid' && opts.expertBias);
+    const m = plainTopk ? routing.routingMap : auxRoutingMap(s, T, E, k);   // [T, E] plain top-k
+    const dS = new Float64Array(T * E);
+    for (const a of active) {
+      let r: AuxLossResult;
+      if (a.type === 'switch') r = switchAuxLoss(s, m, T, E, k, a.coeff);
+      else if (a.type === 'seq') r = seqAuxLoss(s, m, T, E, k, opts.seqLen ?? T, a.coeff);
+      else if (a.type === 'global') {
+        const tracker = opts.globalTracker;
+        if (!tracker) throw new Error(`'global' aux loss needs a GlobalAuxTracker`);
+        if (opts.updateGlobalTracker ?? true) tracker.add(countsPerExpert(m, T, E));
+        r = globalAuxLoss(s, T, E, k, tracker, a.coeff, opts.globalGroupSize ?? 1);
+      } else {
+        const local = countsPerExpert(m, T, E);
+        const group = opts.epGroupCounts ? opts.epGroupCounts(local) : [local];
+        r = epGroupAuxLoss(s, T, E, k, group, a.coeff);
+      }
+      auxLosses[a.type] = (auxLosses[a.type] ?? 0) + r.value;
+      for (let i = 0; i < T * E; i++) dS[i] += r.dScores[i];
+    }
+    auxDLogits = auxLossScoresBackward(logits, s, dS, T, E, moe.scoreFunction, sig);
+  }
+  if (opts.training && moe.zLossCoeff > 0) {
+    const z = zLoss(logits, T, E, moe.zLossCoeff);
+    auxLosses.z = z.value;
+    if (!auxDLogits) auxDLogits = z.dLogits;
+    else for (let i = 0; i < T * E; i++) auxDLogits[i] += z.dLogits[i];
+  }
+  return { T, E, k, logits: new Float32Array(logits), routing, capacity, droppedAssignments, probs, routingMap, permute: permutePlan(routingMap, probs, T, E), auxLosses, auxDLogits };
+}
+
+/** dlogits [T, E] from ∂L/∂permutedProbs [N] plus auxScale·∂(aux+z)/∂logits (auxScale = 1/M). */
+export function routingBackward(plan: RoutingPlan, dPermutedProbs: ArrayLike<number>, auxScale: number): Float64Array {
+  const { T, E } = plan;
+  const { sortedIndices, expertOfRow, numRows } = plan.permute;
+  // Padding rows and dropped pairs never reach selected scores: only routed, kept rows carry gradient.
+  const dprobs = new Float64Array(T * E);
+  for (let r = 0; r < numRows; r++) dprobs[sortedIndices[r] * E + expertOfRow[r]] += dPermutedProbs[r];
+  const kept = plan.routing.routingMap;
+  for (let i = 0; i < T * E; i++) if (!kept[i]) dprobs[i] = 0;
+  const dlogits = topkRoutingBackward(plan.routing, dprobs);
+  if (plan.auxDLogits && auxScale !== 0) for (let i = 0; i < T * E; i++) dlogits[i] += auxScale * plan.auxDLogits[i];
+  return dlogits;
+}
+
+/** Counts of the final map (what the experts process; includes padding rows). [E] */
+export function tokensPerExpertOf(plan: RoutingPlan): Float64Array {
+  return Float64Array.from(plan.permute.tokensPerExpert);
+}

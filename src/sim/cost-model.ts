@@ -1,0 +1,218 @@
+// The analytical cost model: iteration time, per-device memory and MFU of a model × parallel
+// layout × device spec × options. Op costs come from src/device/cost.ts (the same functions the
+// executed simulated cluster uses), composed per layer, per micro-batch, per pipeline schedule:
+//
+//   T_iter = m·(F + B) + bubble(schedule, F, B, W) + exposed DP comm + optimizer step + swap
+//   F, B   = per-stage forward / backward time of one micro-batch on the heaviest stage,
+//            compute + exposed TP / EP / CP / PP communication (+ recompute in B)
+//
+// Overlap rules: TP collectives are exposed except `tpCommOverlap`; EP all-to-all is exposed unless
+// adaptive pipe overlap hides it behind the paired micro-batch (100% in steady state, 50% in
+// warm-up/cool-down, never more than the compute available); DP reduce-scatter / all-gather hide
+// behind one micro-batch's backward / forward plus half the bubble, the last bucket always shows.
+import {
+  allGatherTime, allReduceTime, allToAllVTime, curveEfficiency, gemmEfficiency, hostCopyTime, memoryTime,
+  peakFlops, reduceScatterTime, sendRecvTime, twoTierAllToAllTime,
+} from '../device/cost.ts';
+import type { DeviceSpec, LinkSpec } from '../device/specs.ts';
+import { memoryBreakdown, recomputeSet } from './memory.ts';
+import type { ModelCost } from './model-cost.ts';
+import { bubbleTime, defaultSchedule } from './schedule.ts';
+import type { ParallelLayout, SimOptions, SimResult, TimeBreakdown } from './types.ts';
+
+const BETA = 2; // bf16 activations on the wire
+
+const scaledLinks = new WeakMap<LinkSpec, Map<number, LinkSpec>>();
+/** `link` with its efficiency multiplied by `s` (cached: no allocation in the search loop). */
+function scaled(link: LinkSpec, s: number): LinkSpec {
+  if (s === 1) return link;
+  let m = scaledLinks.get(link);
+  if (!m) scaledLinks.set(link, (m = new Map()));
+  let r = m.get(s);
+  if (!r) m.set(s, (r = { ...link, efficiency: Math.min(1, link.efficiency * s) }));
+  return r;
+}
+
+interface LayerTimes { compute: number; tp: number; ep: number; cp: number; recompute: number; swap: number; epRaw: number }
+
+/** Simulate one training iteration. Does not validate the layout (see layout.ts). */
+export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: DeviceSpec): SimResult {
+  const cfg = mc.cfg, f = mc.f, h = cfg.hiddenSize, moe = cfg.moe, cal = o.calibration;
+  const schedule = o.schedule ?? defaultSchedule(l.pp, l.vpp);
+  const devices = l.tp * l.cp * l.pp * l.dp;
+  const m = l.globalBatch / (l.dp * l.microBatch);
+  const peak = peakFlops(spec, o.dtype);
+  const dpn = spec.devicesPerNode;
+  const gemm = (flops: number, mm: number, nn: number, kk: number) =>
+    flops <= 0 ? 0 : flops / (peak * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
+  const core = (flops: number) => flops <= 0 ? 0 : flops / (peak * Math.min(0.98, curveEfficiency(spec.efficiency.gemm, flops / 1e9) * cal.gemmScale));
+  const mem = (bytes: number) => bytes > 0 ? memoryTime(bytes, spec) - spec.efficiency.launchOverhead : 0;
+
+  // --- tokens per rank -------------------------------------------------------------------------
+  const T = (l.microBatch * l.seqLen) / l.cp;  // tokens per TP group
+  const tl = T / l.tp;                        // tokens per rank (sequence parallel)
+  const rho = o.imbalance;
+  const mods = recomputeSet(o);
+  const rc = (x: 'core-attn' | 'mla-up-proj' | 'norm' | 'activation' | 'moe-act' | 'permute') => mods !== null && mods.has(x);
+
+  // --- compute per layer, forward, one micro-batch ---------------------------------------------
+  const attnLin = gemm(T * f.attnLinear / l.tp, T, f.attnLinear / (2 * h) / l.tp, h);
+  const attnCore = core(T * f.attnCore / l.tp);
+  const normBytes = BETA * h * tl * (cfg.norm === 'sandwich' ? 8 : 4);
+  const attnMem = mem(normBytes + BETA * tl * 4 * h);          // norms, residual, RoPE
+  // unfused attention writes and re-reads scores, softmax and dropout mask: ~10 bytes per score
+  const scores = o.flashAttention ? 0 : (l.microBatch * cfg.numHeads * l.seqLen * l.seqLen) / (l.tp * l.cp * l.cp);
+  const attnCoreMem = mem(10 * scores);
+  const attnFwd = attnLin + attnCore + attnCoreMem + attnMem;
+  const fd = cfg.denseIntermediateSize;
+  const denseFwd = gemm(T * f.denseMlp / l.tp, T, (3 * fd) / l.tp, h) + mem(normBytes + BETA * tl * 3 * fd);
+  const E = moe.numExperts, k = moe.topk, fe = moe.expertHiddenSize;
+  const copies = tl * k * rho;                                  // routed copies on the hottest rank
+  const tokPerExpert = Math.max(1, (l.ep * tl * k) / E);
+  const expertFwd = mc.hasMoE ? gemm(copies * f.expertPerCopy, tokPerExpert, 3 * fe, h)
+    + gemm(T * f.sharedExpert / l.tp, T, (3 * fe * moe.numSharedExperts) / l.tp, h)
+    + core(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe)) : 0;
+
+  // --- TP (sequence parallel): 2 all-gathers + 2 reduce-scatters of T·h per layer, each direction --
+  const S = T * h * BETA;
+  const tpLayer = l.tp > 1 ? (1 - o.tpCommOverlap) * 2 * (allGatherTime(S, l.tp, spec.intraNode) + reduceScatterTime(S, l.tp, spec.intraNode)) : 0;
+
+  // --- EP all-to-all: dispatch + combine per direction ------------------------------------------
+  let epFwd = 0;
+  if (mc.hasMoE && l.ep > 1) {
+    const rpn = Math.min(l.ep, dpn), nodes = Math.ceil(l.ep / rpn);
+    const intra = scaled(spec.intraNode, cal.a2aScale), inter = scaled(spec.interNode, cal.a2aScale);
+    const sent = copies * h * BETA;
+    if (o.hierarchicalA2A && nodes > 1) {
+      // phase 1 (inter-node): each token crosses to each remote node holding one of its experts once
+      // (not once per expert): E[distinct nodes] = N·(1 − (1 − 1/N)^k), capped by group-limited routing
+      let distinct = nodes * (1 - Math.pow(1 - 1 / nodes, k));
+      if (moe.groupTopk !== null && moe.numGroups !== null && moe.numGroups % nodes === 0) distinct = Math.min(distinct, moe.groupTopk);
+      const interBytes = tl * rho * h * BETA * distinct * (nodes - 1) / nodes;
+      const phase1 = allToAllVTime(interBytes, nodes, inter);
+      const phase2 = allToAllVTime(sent * (rpn - 1) / rpn, rpn, intra);   // intra-node all-to-allv to owners
+      epFwd = 2 * (o.adaptivePipeOverlap ? Math.max(phase1, phase2) : phase1 + phase2);
+    } else {
+      epFwd = 2 * twoTierAllToAllTime({
+        maxIntraBytes: sent * (rpn - 1) / l.ep, maxInterBytes: sent * (l.ep - rpn) / l.ep, ranksPerNode: rpn, nodes,
+      }, intra, inter);
+    }
+  }
+
+  // --- CP ring attention: (cp−1) KV exchanges, overlapped with the core attention ---------------
+  let cpFwd = 0;
+  if (l.cp > 1) {
+    const kvDim = cfg.attention === 'mla' ? cfg.numHeads * (cfg.mla!.qkNopeHeadDim + cfg.mla!.qkRopeHeadDim + cfg.mla!.vHeadDim)
+      : 2 * cfg.numKvHeads * cfg.headDim;
+    const link = l.tp * l.cp <= dpn ? spec.intraNode : spec.interNode;
+    cpFwd = (l.cp - 1) * sendRecvTime(T * kvDim * BETA / l.tp, link);
+  }
+
+  // --- per-layer composition (forward + backward of one micro-batch) -----------------------------
+  const moeShare = mc.hasMoE ? mc.moeLayers / mc.layers : 0;
+  const pf = (p: number) => Math.max(1, p); // avoid div by zero in fractions
+  const fNonSteady = o.adaptivePipeOverlap ? Math.min(1, (l.pp - 1) / pf(m)) : 1;
+  const hidden = o.adaptivePipeOverlap ? (1 - fNonSteady) + 0.5 * fNonSteady : 0;
+  const layer = (mlpFwd: number, isMoE: boolean): LayerTimes => {
+    const compute = 3 * (attnFwd + mlpFwd);           // fwd + dgrad + wgrad
+    const epRaw = isMoE ? 2 * epFwd : 0;              // fwd + bwd
+    let recompute = 0, epExtra = 0;
+    if (o.recompute === 'full') {
+      recompute = attnFwd + mlpFwd + tpLayer / 2 + epRaw / 2 + Math.max(0, cpFwd - attnCore);
+    } else if (mods) {
+      if (rc('core-attn')) recompute += attnCore + attnCoreMem;
+      if (rc('mla-up-proj') && cfg.mla) {
+        const mm = cfg.mla, dqk = mm.qkNopeHeadDim + mm.qkRopeHeadDim;
+        const fl = 2 * T * ((mm.qLoraRank ?? h) * cfg.numHeads * dqk + mm.kvLoraRank * cfg.numHeads * (mm.qkNopeHeadDim + mm.vHeadDim)) / l.tp;
+        recompute += gemm(fl, T, cfg.numHeads * dqk / l.tp, mm.qLoraRank ?? h);
+      }
+      if (rc('norm')) recompute += mem(normBytes);
+      if (rc('activation')) recompute += mem(BETA * tl * (isMoE ? 3 * fe * moe.numSharedExperts : 3 * fd));
+      if (isMoE && rc('moe-act')) recompute += mem(BETA * copies * 3 * fe);
+      if (isMoE && rc('permute')) { recompute += mem(BETA * copies * 2 * h); epExtra = epFwd / 2; } // re-dispatch
+    }
+    const epAll = epRaw + epExtra;
+    const ep = o.adaptivePipeOverlap ? Math.max(epAll * (1 - hidden), epAll - (compute + recompute)) : epAll;
+    const cp = 3 * Math.max(0, cpFwd - attnCore);
+    let swap = 0;
+    if (o.swapAttention) {
+      const bytes = (tl * (mc.actAttn.swappable)) / 1; // per rank, this layer, one micro-batch
+      const t = hostCopyTime(bytes, spec);
+      swap = Math.max(0, t - (attnFwd + mlpFwd)) + Math.max(0, t - 2 * (attnFwd + mlpFwd));
+    }
+    return { compute: compute + cal.layerOverhead, tp: 2 * tpLayer, ep, cp, recompute, swap, epRaw: epAll };
+  };
+  const Lmoe = layer(expertFwd, true), Ldense = layer(denseFwd, false);
+  const avg = (key: keyof LayerTimes) => moeShare * Lmoe[key] + (1 - moeShare) * Ldense[key];
+
+  // heaviest stage: padded layer count, or the last stage's layers plus the output head
+  const n = mc.layers;
+  const per = Math.ceil(n / (l.pp * l.vpp)) * l.vpp;
+  const lastLayers = l.pp === 1 ? n : Math.max(0, n - per * (l.pp - 1));
+  const headFwd = gemm(T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp)
+    + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
+  const head = 3 * headFwd * (1 + cfg.numMtpLayers);
+  const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap');
+  const stageLayers = l.pp === 1 || per * layerSum >= lastLayers * layerSum + head ? per : lastLayers;
+  const withHead = l.pp === 1 || stageLayers === lastLayers;
+  const cnt = stageLayers;
+
+  // PP p2p: activation (fwd) and its gradient (bwd) per chunk boundary; hidden by adaptive overlap
+  const ppLink = l.tp * l.cp * l.dp >= dpn ? spec.interNode : spec.intraNode;
+  const ppMb = l.pp > 1 && !o.adaptivePipeOverlap ? 2 * l.vpp * sendRecvTime((T * h * BETA) / l.tp, ppLink) : 0;
+
+  const comp = cnt * avg('compute') + (withHead ? head : 0);
+  const rec = cnt * avg('recompute');
+  const tp = cnt * avg('tp'), ep = cnt * avg('ep'), cpT = cnt * avg('cp'), sw = cnt * avg('swap');
+  const perMb = comp + rec + tp + ep + cpT + ppMb + sw;
+  const Fmb = perMb / 3, Bmb = perMb - Fmb, Wmb = comp / 3;
+  const bubble = bubbleTime(schedule, l.pp, l.vpp, Fmb, Bmb, Wmb);
+
+  // --- memory (also gives the sharded parameter counts) -------------------------------------------
+  const memory = memoryBreakdown(mc, l, o, spec, schedule, m);
+  const tpShard = memory.weights / 2; // params on this device (dense TP shard + experts)
+  const p = mc.params;
+  const expertLocal = (Math.min(per, mc.moeLayers) * p.expertsPerLayer) / l.ep;
+  const denseLocal = Math.max(0, tpShard - expertLocal);
+  const dpDense = l.dp * l.cp, edp = (l.tp * l.cp * l.dp) / l.ep;
+  const dpLinkDense = l.tp * l.cp * l.dp <= dpn ? spec.intraNode : spec.interNode;
+  const dpLinkExp = l.tp * l.cp * l.dp <= dpn ? spec.intraNode : spec.interNode;
+  const gb = 2; // bf16 grads / params on the wire
+  let rs = 0, ag = 0;
+  if (o.distributedOptimizer) {
+    rs = reduceScatterTime(denseLocal * gb, dpDense, dpLinkDense) + reduceScatterTime(expertLocal * gb, edp, dpLinkExp);
+    ag = allGatherTime(denseLocal * gb, dpDense, dpLinkDense) + allGatherTime(expertLocal * gb, edp, dpLinkExp);
+  } else {
+    rs = allReduceTime(denseLocal * gb, dpDense, dpLinkDense) + allReduceTime(expertLocal * gb, edp, dpLinkExp);
+  }
+  const dpComm = o.dpOverlap
+    ? Math.max(rs / pf(cnt), rs - Bmb - bubble / 2) + Math.max(ag / pf(cnt), ag - Fmb - bubble / 2)
+    : rs + ag;
+  const optParams = o.distributedOptimizer ? denseLocal / dpDense + expertLocal / edp : tpShard;
+  const optimizer = mem(optParams * 30);
+  const swapOpt = o.swapOptimizer ? hostCopyTime(24 * optParams, spec) : 0;
+
+  const time: TimeBreakdown = {
+    compute: m * comp, recompute: m * rec, tpComm: m * tp, epComm: m * ep, cpComm: m * cpT, ppComm: m * ppMb,
+    dpComm, bubble, optimizer, swap: m * sw + swapOpt, overhead: 0, total: 0,
+  };
+  time.total = time.compute + time.recompute + time.tpComm + time.epComm + time.cpComm + time.ppComm + time.dpComm
+    + time.bubble + time.optimizer + time.swap + time.overhead;
+
+  const tokens = l.globalBatch * l.seqLen;
+  const flopsIter = mc.flopsPerToken * tokens;
+  const mfuPeak = peakFlops(spec, o.mfuDtype ?? o.dtype);
+  const mfu = flopsIter / (time.total * devices * mfuPeak);
+  return {
+    layout: l, devices,
+    stepTimeSeconds: time.total,
+    tokensPerSecond: tokens / time.total,
+    mfu,
+    hfu: mfu * (1 + (time.recompute / Math.max(1e-30, time.compute))),
+    modelFlopsPerIteration: flopsIter,
+    flopsPerToken: mc.flopsPerToken,
+    microBatches: m,
+    bubbleFraction: bubble / Math.max(1e-30, m * perMb),
+    time, memory, peakMemoryBytes: memory.total,
+  };
+}

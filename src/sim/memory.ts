@@ -1,0 +1,79 @@
+// Per-device memory of the most loaded pipeline stage (perf-model.md §2.3-2.4): weights, fp32
+// main grads, Adam states (sharded over DP / expert-DP by the distributed optimizer), stored
+// activations for the schedule's in-flight micro-batches, MoE activations scaled by the
+// expert-load imbalance ρ, minus what recomputation drops and what swapping parks on the host.
+import type { DeviceSpec } from '../device/specs.ts';
+import { keptBytes, type ModelCost } from './model-cost.ts';
+import { inFlightMicroBatches } from './schedule.ts';
+import type { MemoryBreakdown, ParallelLayout, RecomputeModule, Schedule, SimOptions } from './types.ts';
+
+/** Collective buffers, workspaces and allocator fragmentation (assumed, see docs/simulator.md). */
+export const RESERVED_BYTES = 2 * 2 ** 30;
+/** Layers of swapped activations resident around the one being computed (prefetch window). */
+const SWAP_WINDOW_LAYERS = 2;
+
+/** The recompute modules in effect (null = none dropped; 'full' handled separately). */
+export function recomputeSet(o: SimOptions): ReadonlySet<RecomputeModule> | null {
+  return o.recompute === 'selective' ? new Set(o.recomputeModules) : null;
+}
+
+/** Stored activation bytes per token per layer, averaged over the stage's layer mix, on one device. */
+export function activationBytesPerToken(mc: ModelCost, l: ParallelLayout, o: SimOptions, mods: ReadonlySet<RecomputeModule> | null,
+  moeShare: number): { resident: number; swapped: number } {
+  const shard = l.tp * l.cp;
+  if (o.recompute === 'full') return { resident: mc.actLayerInput / shard, swapped: 0 };
+  const attn = keptBytes(mc.actAttn, mods);
+  const dense = keptBytes(mc.actDenseMlp, mods);
+  const moe = keptBytes(mc.actMoeShared, mods) + mc.cfg.moe.topk * o.imbalance * keptBytes(mc.actExpertCopy, mods);
+  const mlp = moeShare * moe + (1 - moeShare) * dense;
+  const swapped = o.swapAttention ? Math.min(attn, mc.actAttn.swappable) : 0;
+  return { resident: (attn - swapped + mlp) / shard, swapped: swapped / shard };
+}
+
+export function memoryBreakdown(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: DeviceSpec, schedule: Schedule,
+  microBatches: number): MemoryBreakdown {
+  const p = mc.params;
+  const n = mc.layers;
+  const perStage = Math.ceil(n / (l.pp * l.vpp)) * l.vpp; // noop-layer padding, as MindSpeed does
+  // first stage: the dense layers come first; last stage: MoE layers + output head + MTP extras
+  const firstDense = Math.min(mc.denseLayers, perStage);
+  const firstMoE = perStage - firstDense;
+  const lastMoE = mc.hasMoE ? Math.min(perStage, mc.moeLayers) : 0;
+  const lastDense = perStage - lastMoE;
+  const dpDense = l.dp * l.cp;
+  const edp = (l.tp * l.cp * l.dp) / l.ep;
+  const stageParams = (dense: number, moe: number, extraTp: number) => ({
+    tpShard: (perStage * p.attnLayer + dense * p.denseMlp + moe * p.moeShared + extraTp) / l.tp,
+    expert: (moe * p.expertsPerLayer) / l.ep,
+  });
+  const first = stageParams(firstDense, firstMoE, p.embedding + (l.pp === 1 ? p.output + p.mtpExtra : 0));
+  const last = l.pp === 1 ? first : stageParams(lastDense, lastMoE, p.output + p.mtpExtra);
+  const optBytes = (dense: number, expert: number) => o.swapOptimizer ? 0
+    : o.distributedOptimizer ? 12 * (dense / dpDense + expert / edp) : 12 * (dense + expert);
+  const wg = (s: { tpShard: number; expert: number }) => s.tpShard + s.expert;
+
+  const moeShare = mc.hasMoE ? mc.moeLayers / n : 0;
+  const mods = recomputeSet(o);
+  const act = activationBytesPerToken(mc, l, o, mods, moeShare);
+  const tokensPerMb = l.microBatch * l.seqLen;
+  const inflight = inFlightMicroBatches(schedule, l.pp, l.vpp, microBatches, o.adaptivePipeOverlap ? 1 : 0);
+  const layerAct = act.resident * tokensPerMb;
+  // full recompute re-materialises one layer's activations at a time during backward
+  const workingLayer = o.recompute === 'full'
+    ? activationBytesPerToken(mc, l, { ...o, recompute: 'none' }, null, moeShare).resident * tokensPerMb : 0;
+  const swapWindow = act.swapped * tokensPerMb * SWAP_WINDOW_LAYERS;
+  const firstAct = perStage * inflight * layerAct + workingLayer + swapWindow;
+  // last stage: one micro-batch in flight per chunk, plus fp32 logits and their gradient
+  const logits = (2 * 4 * tokensPerMb * mc.cfg.vocabSize) / (l.tp * l.cp);
+  const lastAct = perStage * Math.min(l.vpp, microBatches) * layerAct + workingLayer + swapWindow + logits;
+
+  const firstTotal = 6 * wg(first) + optBytes(first.tpShard, first.expert) + firstAct;
+  const lastTotal = 6 * wg(last) + optBytes(last.tpShard, last.expert) + lastAct;
+  const s = firstTotal >= lastTotal ? first : last;
+  const activations = firstTotal >= lastTotal ? firstAct : lastAct;
+  const weights = 2 * wg(s), gradients = 4 * wg(s), optimizer = optBytes(s.tpShard, s.expert);
+  const total = weights + gradients + optimizer + activations + RESERVED_BYTES;
+  const hostSwap = act.swapped * tokensPerMb * perStage * inflight
+    + (o.swapOptimizer ? 12 * (o.distributedOptimizer ? s.tpShard / dpDense + s.expert / edp : wg(s)) : 0);
+  return { weights, gradients, optimizer, activations, reserved: RESERVED_BYTES, total, hostSwap, capacity: spec.hbmBytes, fits: total <= spec.hbmBytes };
+}

@@ -1,0 +1,179 @@
+// A whole training run as the CLI and examples use it: validate everything up front, build (or
+// resume) dataset, model and trainer, train with progress output, checkpoint, write metrics and
+// report.html, and return a summary.
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import { initBackend, type BackendName } from '../backend/tf.ts';
+import { ConfigError, resolveConfig, validateConfig, type ConfigOverrides, type ModelConfig } from '../model/config.ts';
+import { countParams } from '../model/params-count.ts';
+import { applyCheckpoint, configDiff, loadCheckpoint, saveCheckpoint, type LoadedCheckpoint, type RunSpec } from './checkpoint.ts';
+import { loadDataset, parseDataSpec } from './data.ts';
+import { arithExactMatch } from './generate.ts';
+import { machinePeak, saveMetrics } from './metrics.ts';
+import { createModel, flopsPerToken } from './model.ts';
+import { writeReport } from './report.ts';
+import { parseTokenizerSpec } from './tokenizer.ts';
+import { Trainer, defaultTrainConfig, type TrainConfig } from './trainer.ts';
+
+export interface RunOptions {
+  preset: string;
+  overrides: ConfigOverrides;
+  backend: BackendName;
+  data: string;
+  tokenizer: string;
+  train: TrainConfig;
+  out: string | null;
+  resume: string | null;
+  checkpointEvery: number; // 0 = only at the end
+  progress: 'bar' | 'lines' | 'none';
+  /** Flags given explicitly (on resume they must agree with the checkpoint, or are allowed to change it). */
+  explicit: Set<string>;
+}
+
+/** Every problem with the options, before any work (empty when valid). */
+export function validateRun(o: RunOptions): string[] {
+  const p: string[] = [];
+  const t = o.train;
+  const posInt = (flag: string, v: number) => { if (!(Number.isInteger(v) && v > 0)) p.push(`${flag} must be a positive integer (got ${v})`); };
+  posInt('--steps', t.steps); posInt('--batch', t.batch); posInt('--seq', t.seqLen); posInt('--micro-batches', t.microBatches); posInt('--eval-batches', t.evalBatches);
+  if (!(Number.isInteger(t.evalEvery) && t.evalEvery >= 0)) p.push(`--eval-every must be an integer >= 0 (got ${t.evalEvery})`);
+  if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) p.push(`--checkpoint-every must be an integer >= 0 (got ${o.checkpointEvery})`);
+  if (!(t.lr > 0)) p.push(`--lr must be > 0 (got ${t.lr})`);
+  if (!(t.minLr >= 0 && t.minLr <= t.lr)) p.push(`--min-lr must be in [0, lr] (got ${t.minLr})`);
+  if (!(Number.isInteger(t.warmupSteps) && t.warmupSteps >= 0)) p.push(`--warmup must be an integer >= 0 (got ${t.warmupSteps})`);
+  if (!(t.gradClip >= 0)) p.push(`--clip must be >= 0 (got ${t.gradClip})`);
+  if (!(Number.isInteger(t.seed) && t.seed >= 1)) p.push(`--seed must be an integer >= 1 (got ${t.seed})`);
+  if (!['wasm', 'cpu', 'node'].includes(o.backend)) p.push(`--backend must be wasm, cpu or node (got '${o.backend}')`);
+  const d = parseDataSpec(o.data);
+  if (typeof d === 'string') p.push(d);
+  const tok = parseTokenizerSpec(o.tokenizer);
+  if (typeof tok === 'string') p.push(tok);
+  if (o.resume && !existsSync(o.resume)) p.push(`--resume: no such directory '${o.resume}'`);
+  const cfg = modelConfigFor(o);
+  if (typeof cfg === 'string') p.push(cfg);
+  else {
+    p.push(...validateConfig(cfg).map((x) => `model: ${x}`));
+    if (t.seqLen > cfg.maxSeqLen) p.push(`--seq ${t.seqLen} exceeds the model's maxSeqLen ${cfg.maxSeqLen}`);
+  }
+  return p;
+}
+
+/** The model config: preset + overrides, vocabulary from the tokenizer. */
+export function modelConfigFor(o: RunOptions): ModelConfig | string {
+  const tok = parseTokenizerSpec(o.tokenizer);
+  const vocabSize = typeof tok === 'string' || tok.kind === 'byte' ? 256 : tok.vocabSize;
+  try { return resolveConfig(o.preset, { ...o.overrides, vocabSize }); } catch (e) {
+    return e instanceof ConfigError ? e.problems.map((x) => `model config: ${x}`).join('\n  - ') : (e as Error).message;
+  }
+}
+
+export interface RunSummary {
+  steps: number;
+  lossStart: number;
+  lossEnd: number;
+  valLoss: number;
+  uniformLoss: number;
+  valLossBelowUniform: number; // 1 − valLoss/ln(V)
+  tokensPerSecond: number;
+  localMfu: number;
+  expertLoadMaxOverMean: number;
+  exactMatch: number | null;
+  params: number;
+  activatedParams: number;
+  flopsPerToken: number;
+  peakGflops: number;
+  seconds: number;
+  outDir: string;
+  report: string;
+  checkpoint: string;
+  metricsCsv: string;
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+export async function runTraining(o: RunOptions, log: (s: string) => void = console.log): Promise<RunSummary> {
+  const t0 = performance.now();
+  // Resume: the checkpoint's run spec and train config win unless a flag was given explicitly.
+  let ck: LoadedCheckpoint | null = null;
+  if (o.resume) {
+    ck = loadCheckpoint(o.resume); // verifies every file's SHA-256 first
+    const mismatch: string[] = [];
+    for (const k of ['data', 'tokenizer', 'preset'] as const)
+      if (o.explicit.has(k) && o[k] !== ck.run[k]) mismatch.push(`--${k} ${o[k]} != checkpoint's ${ck.run[k]}`);
+    if (mismatch.length) throw new Error(`checkpoint ${join(ck.dir, 'trainer.json')} was made with a different run:\n  - ${mismatch.join('\n  - ')}`);
+    o = { ...o, data: ck.run.data, tokenizer: ck.run.tokenizer, preset: ck.run.preset,
+      train: { ...ck.train, steps: o.explicit.has('steps') ? o.train.steps : ck.train.steps, evalEvery: o.explicit.has('eval-every') ? o.train.evalEvery : ck.train.evalEvery } };
+    if (!o.explicit.has('override')) o.overrides = ck.modelConfig;
+  }
+  const cfg = modelConfigFor(o);
+  if (typeof cfg === 'string') throw new Error(cfg);
+  if (ck) {
+    const diff = configDiff(ck.modelConfig, cfg);
+    if (diff.length) throw new Error(`checkpoint ${join(ck.dir, 'config.json')} does not match the requested model:\n  - ${diff.join('\n  - ')}`);
+  }
+  await initBackend(o.backend);
+  const ds = loadDataset(o.data, o.tokenizer, o.train.seed, ck?.tokenizer);
+  if (ds.tokenizer.vocabSize !== cfg.vocabSize) throw new Error(`tokenizer vocabulary ${ds.tokenizer.vocabSize} != model vocabSize ${cfg.vocabSize}`);
+  const outDir = resolve(ck ? dirname(ck.dir) : o.out ?? join('runs', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)));
+  mkdirSync(outDir, { recursive: true });
+
+  const model = createModel(cfg, o.train.seed);
+  const peak = machinePeak();
+  const fpt = flopsPerToken(cfg, o.train.seqLen);
+  const trainer = new Trainer(model, ds, o.train, fpt, peak.flops, cfg.moe.topk);
+  if (ck) { applyCheckpoint(ck, trainer, cfg); log(`resumed from ${ck.dir} at step ${trainer.step}`); }
+  const counts = countParams(cfg);
+  const run: RunSpec = { preset: o.preset, data: o.data, tokenizer: o.tokenizer, backend: o.backend, model: 'moe' };
+  const ckDir = join(outDir, 'checkpoint');
+  log(`training ${cfg.name} (${(counts.total / 1e6).toFixed(2)}M params, ${(counts.activated / 1e6).toFixed(2)}M activated) on ${o.data} ` +
+    `[${ds.tokenizer.kind}, vocab ${ds.tokenizer.vocabSize}], ${o.train.steps} steps × ${o.train.microBatches}×${o.train.batch}×${o.train.seqLen} tokens, backend ${o.backend}, out ${outDir}`);
+
+  const bar = o.progress === 'bar'
+    ? new cliProgress.SingleBar({ format: 'train |{bar}| {value}/{total} | loss {loss} | val {val} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic)
+    : null;
+  bar?.start(o.train.steps, trainer.step, { loss: '-', val: '-', tps: '-' });
+  const every = Math.max(1, Math.round(o.train.steps / 20));
+  let lastVal = NaN;
+  try {
+    while (trainer.step < o.train.steps) {
+      const r = trainer.trainStep();
+      if (r.valLoss !== null) lastVal = r.valLoss;
+      if (bar) bar.update(r.step, { loss: r.lmLoss.toFixed(3), val: Number.isNaN(lastVal) ? '-' : lastVal.toFixed(3), tps: Math.round(r.tokensPerSecond) });
+      else if (o.progress === 'lines' && (r.step % every === 0 || r.step === o.train.steps || r.valLoss !== null))
+        log(`step ${r.step}/${o.train.steps} loss ${r.lmLoss.toFixed(4)}${r.valLoss !== null ? ` val ${r.valLoss.toFixed(4)}` : ''} lr ${r.lr.toExponential(2)} ` +
+          `gnorm ${r.gradNorm.toFixed(3)} ${Math.round(r.tokensPerSecond)} tok/s mfu ${(100 * r.localMfu).toFixed(2)}% load max/mean ${r.expertLoadMaxOverMean.toFixed(2)}`);
+      if (o.checkpointEvery > 0 && r.step % o.checkpointEvery === 0 && r.step < o.train.steps) await saveCheckpoint(ckDir, trainer, cfg, run);
+    }
+  } finally { bar?.stop(); }
+
+  const valLoss = trainer.evaluate();
+  if (trainer.rows.length) trainer.rows[trainer.rows.length - 1].valLoss = valLoss;
+  await saveCheckpoint(ckDir, trainer, cfg, run);
+  const rows = trainer.rows;
+  const exact = ds.valProblems ? arithExactMatch(model, ds.tokenizer, ds.valProblems.slice(0, 500), Math.min(cfg.maxSeqLen, o.train.seqLen)) : null;
+  const steady = rows.slice(1); // the first step includes kernel warm-up
+  const summary: RunSummary = {
+    steps: trainer.step,
+    lossStart: rows[0]?.lmLoss ?? NaN,
+    lossEnd: mean(rows.slice(-10).map((r) => r.lmLoss)),
+    valLoss,
+    uniformLoss: Math.log(cfg.vocabSize),
+    valLossBelowUniform: 1 - valLoss / Math.log(cfg.vocabSize),
+    tokensPerSecond: mean((steady.length ? steady : rows).map((r) => r.tokensPerSecond)),
+    localMfu: mean((steady.length ? steady : rows).map((r) => r.localMfu)),
+    expertLoadMaxOverMean: mean(rows.slice(-10).map((r) => r.expertLoadMaxOverMean)),
+    exactMatch: exact ? exact.accuracy : null,
+    params: counts.total, activatedParams: counts.activated, flopsPerToken: fpt, peakGflops: peak.flops / 1e9,
+    seconds: (performance.now() - t0) / 1000,
+    outDir, report: join(outDir, 'report.html'), checkpoint: ckDir, metricsCsv: join(outDir, 'metrics.csv'),
+  };
+  saveMetrics(rows, summary.metricsCsv, join(outDir, 'metrics.json'));
+  await writeReport(summary.report, { title: `ultramoe ${cfg.name} on ${o.data}`, rows, loads: trainer.loads, summary: { ...summary, peak } });
+  if (exact) log(`arithmetic exact match on ${exact.total} held-out problems: ${(100 * exact.accuracy).toFixed(1)}%  e.g. ` +
+    exact.examples.slice(0, 3).map((e) => `${e.prompt}${e.got}${e.got === e.want ? '' : ` (want ${e.want})`}`).join('  '));
+  trainer.dispose(); model.dispose();
+  return summary;
+}
+
+export { defaultTrainConfig };

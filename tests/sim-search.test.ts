@@ -1,0 +1,46 @@
+// Configuration search (src/sim/search.ts, layout.ts): every result divides evenly and fits in
+// memory, enumeration covers only valid layouts, variants respect the parameter budget.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getSpec } from '../src/device/specs.ts';
+import { forEachLayout, layoutProblems } from '../src/sim/layout.ts';
+import { memoryBreakdown } from '../src/sim/memory.ts';
+import { modelCost } from '../src/sim/model-cost.ts';
+import { PAPER_MODEL, PAPER_OPTIMISED_OPTIONS } from '../src/sim/paper.ts';
+import { bestPerVariant, runSearch, variantConfig } from '../src/sim/search.ts';
+import { defaultSchedule } from '../src/sim/schedule.ts';
+
+const test = suite('sim-search');
+const spec = getSpec('ascend-910b');
+
+test('every enumerated layout is valid', () => {
+  let n = 0;
+  forEachLayout(PAPER_MODEL, 512, spec, { seqLen: 4096, globalBatch: 1024 }, (l) => {
+    n++;
+    assert.equal(layoutProblems(PAPER_MODEL, l, 512, spec), [], JSON.stringify(l));
+  });
+  assert.ok(n > 100, `${n} layouts`);
+});
+
+test('search results divide evenly, fit memory and respect the budget', () => {
+  const out = runSearch({
+    base: PAPER_MODEL, space: { hidden: [7168, 7680], layers: [58, 61], experts: [128, 256], expertSize: [2048, 4096], topk: [8], heads: [128] },
+    modelParams: 718e9, tolerance: 0.06, devices: 2048, spec, seqLen: 4096, globalBatch: 2048, options: PAPER_OPTIMISED_OPTIONS, top: 20,
+  });
+  assert.ok(out.variants >= 2 && out.evaluated > out.feasible && out.feasible > 0, JSON.stringify({ ...out, columns: 0, top: 0 }));
+  assert.ok(out.configsPerSecond > 0);
+  for (const r of out.top) {
+    assert.ok(Math.abs(r.totalParams / 718e9 - 1) <= 0.06);
+    const cfg = variantConfig(PAPER_MODEL, r);
+    const l = { tp: r.tp, pp: r.pp, vpp: r.vpp, ep: r.ep, cp: r.cp, dp: r.dp, microBatch: r.microBatch, globalBatch: 2048, seqLen: 4096 };
+    assert.equal(layoutProblems(cfg, l, 2048, spec), []);
+    const o = r.recompute === 'full' ? { ...PAPER_OPTIMISED_OPTIONS, recompute: 'full' as const } : PAPER_OPTIMISED_OPTIONS;
+    const mem = memoryBreakdown(modelCost(cfg, 4096, false), l, o, spec, defaultSchedule(l.pp, l.vpp), 2048 / (l.dp * l.microBatch));
+    assert.ok(mem.fits && mem.total <= spec.hbmBytes);
+  }
+  // sorted by MFU, and the per-variant ranking covers every feasible variant
+  for (let i = 1; i < out.top.length; i++) assert.ok(out.top[i - 1].mfu >= out.top[i].mfu);
+  assert.ok(bestPerVariant(out).length <= out.variants);
+});
+
+test.run();
