@@ -34,7 +34,8 @@ function denseGemm(n: number, reps: number): number {
  *  synchronous; CPU time rather than wall time because the 2-core machine is shared). */
 function instrument(model: MoEGPT, times: Map<string, number>): void {
   const wrap = (obj: Record<string, unknown>, kind: string) => {
-    for (const fn of ['forward', 'backward']) {
+    for (const fn of ['forward', 'backward', 'loss']) {
+      if (typeof obj[fn] !== 'function') continue;
       const orig = obj[fn] as (...a: unknown[]) => unknown;
       obj[fn] = (...a: unknown[]) => {
         const c0 = process.cpuUsage();

@@ -19,7 +19,8 @@ function forward(swap: boolean): void {
   try {
     for (let l = 0; l < LAYERS; l++) {
       const { result, event } = npu.run(`layer${l}`, { gemm: [T, H, H] }, () => tf.tidy(() => tf.relu(tf.matMul(x, w))), { after: last ? [last] : [] });
-      const y = npu.hold(result, 'activations', `layer${l}.output`);
+      let y: tf.Tensor;
+      try { y = npu.hold(result, 'activations', `layer${l}.output`); } catch (e) { result.dispose(); throw e; }
       // keep the layer input for the backward pass: on the device, or on the host
       saved.push(swap ? npu.swapOut(x, { after: [event] }) : x);
       x = y; last = event;

@@ -62,6 +62,13 @@ test('property: interleaved schedules are valid for any p, v, M', () => {
     }), { numRuns: 60 });
 });
 
+test('overlap_moe_expert_parallel_comm adds one warm-up forward and stays valid', () => {
+  const s = scheduleInterleaved(4, 2, 8, { overlapMoeExpertParallelComm: true });
+  assert.equal(validateSchedule(s), []);
+  for (let r = 0; r < 4; r++)
+    assert.is(compute(s, r).findIndex((a) => a.kind === 'B'), warmupInterleaved(4, r, 2, 8) + 2);
+});
+
 test('interleaved rejects partial micro-batch groups that deadlock', () => {
   assert.throws(() => scheduleInterleaved(4, 3, 5), /divisible/);
   const s = scheduleInterleaved(4, 3, 5, { allowPartialGroups: true });

@@ -27,6 +27,9 @@ test('exposed communication = comm time not covered by compute on the same devic
   const [d0] = t.commSummary();
   assert.equal([d0.compute, d0.comm, d0.exposedComm], [4, 4, 2]); // comm union [2,6], covered [2,4]
   assertClose([d0.overlapRatio], [0.5], 1e-12, 'overlap');
+  t.schedule({ device: 0, stream: 'host-copy', name: 'swap-out', kind: 'copy', duration: 5, notBefore: 1 }); // [1,6]
+  const [e0] = t.commSummary();
+  assert.equal([e0.hostCopy, e0.exposedHostCopy, e0.exposedComm], [5, 2, 2]);
   const s = t.streamSummary().find((r) => r.device === 0 && r.stream === 'compute')!;
   assert.equal([s.busy, s.idle, s.events], [4, 6, 1]);
   assert.match(t.summaryText(), /makespan 10000000.0 us/);

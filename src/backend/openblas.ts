@@ -60,8 +60,9 @@ export function loadOpenBlas(): Blas | string {
 }
 
 let ones = new Float32Array(0);
-/** M·N·K below which one BLAS thread is used (128·128·256). */
-const SMALL_GEMM = 1 << 22;
+/** M·N·K below which one BLAS thread is used (128·256·1024): smaller GEMMs lose more to thread
+ *  hand-off than they gain, and on a busy machine a 2-thread call can wait a whole scheduler slice. */
+const SMALL_GEMM = 1 << 25;
 
 /** The HeapGemm provider over OpenBLAS: views are made right before each call (heap may have grown). */
 export function openBlasGemm(blas: Blas): HeapGemm {

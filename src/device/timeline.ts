@@ -69,7 +69,10 @@ export interface StreamSummary {
   device: number; stream: StreamName; events: number; busy: number; idle: number; utilization: number;
 }
 export interface DeviceCommSummary {
-  device: number; compute: number; comm: number; exposedComm: number; overlapRatio: number; makespan: number;
+  device: number; compute: number; comm: number; exposedComm: number; overlapRatio: number;
+  /** host-copy (swap) time, and the part of it not hidden behind compute */
+  hostCopy: number; exposedHostCopy: number;
+  makespan: number;
 }
 
 export class Timeline {
@@ -121,10 +124,13 @@ export class Timeline {
       const mine = this.events.filter((e) => e.device === d);
       const compute = mergeIntervals(mine.filter((e) => e.stream === 'compute'));
       const comm = mergeIntervals(mine.filter((e) => e.stream === 'comm-intra' || e.stream === 'comm-inter'));
+      const copies = mergeIntervals(mine.filter((e) => e.stream === 'host-copy'));
       const commLen = length(comm), exposed = uncoveredLength(comm, compute);
       return {
         device: d, compute: length(compute), comm: commLen, exposedComm: exposed,
-        overlapRatio: commLen > 0 ? 1 - exposed / commLen : 0, makespan: mine.reduce((m, e) => Math.max(m, e.end), 0),
+        overlapRatio: commLen > 0 ? 1 - exposed / commLen : 0,
+        hostCopy: length(copies), exposedHostCopy: uncoveredLength(copies, compute),
+        makespan: mine.reduce((m, e) => Math.max(m, e.end), 0),
       };
     });
   }
@@ -145,7 +151,7 @@ export class Timeline {
     let a: aq.ColumnTable, b: aq.ColumnTable;
     if (this.devices().length <= maxDevices) {
       a = aq.from(streams.map((r) => ({ device: r.device, stream: r.stream, events: r.events, busy_us: us(r.busy), idle_us: us(r.idle), util: pct(r.utilization) })));
-      b = aq.from(comm.map((r) => ({ device: r.device, compute_us: us(r.compute), comm_us: us(r.comm), exposed_comm_us: us(r.exposedComm), overlap: pct(r.overlapRatio) })));
+      b = aq.from(comm.map((r) => ({ device: r.device, compute_us: us(r.compute), comm_us: us(r.comm), exposed_comm_us: us(r.exposedComm), overlap: pct(r.overlapRatio), host_copy_us: us(r.hostCopy), exposed_host_copy_us: us(r.exposedHostCopy) })));
     } else {
       const mean = (xs: number[]) => xs.reduce((p, x) => p + x, 0) / xs.length;
       a = aq.from(STREAMS.map((s) => streams.filter((r) => r.stream === s)).filter((rs) => rs.length > 0).map((rs) => ({
@@ -155,7 +161,7 @@ export class Timeline {
       b = aq.from([{
         devices: comm.length, mean_compute_us: us(mean(comm.map((r) => r.compute))), mean_comm_us: us(mean(comm.map((r) => r.comm))),
         mean_exposed_comm_us: us(mean(comm.map((r) => r.exposedComm))), max_exposed_comm_us: us(Math.max(...comm.map((r) => r.exposedComm))),
-        mean_overlap: pct(mean(comm.map((r) => r.overlapRatio))),
+        mean_overlap: pct(mean(comm.map((r) => r.overlapRatio))), mean_exposed_host_copy_us: us(mean(comm.map((r) => r.exposedHostCopy))),
       }]);
     }
     return `makespan ${us(this.makespan)} us\n\n${a.toMarkdown()}\n${b.toMarkdown()}`;

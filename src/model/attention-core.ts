@@ -22,7 +22,8 @@ export function causalMask(S: number): tf.Tensor2D {
 /** ctx [G, S, dv]; saves `<tag>.probs`. */
 export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string): tf.Tensor3D {
   const S = q.shape[1];
-  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), causalMask(S)); // [G, S, S]
+  // scale q ([G, S, dk]) rather than the scores ([G, S, S])
+  const scores = tf.add(tf.matMul(tf.mul(q, scale), k, false, true), causalMask(S)); // [G, S, S]
   const probs = tf.softmax(scores);
   rec?.save(`${tag}.probs`, probs);
   return tf.matMul(probs, v); // [G, S, dv]
@@ -32,10 +33,10 @@ export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tenso
 export function attentionCoreBackward(dctx: tf.Tensor3D, q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D } {
   const dv = tf.matMul(probs, dctx, true, false);        // [G, S, dv]
   const dprobs = tf.matMul(dctx, v, false, true);        // [G, S, S]
-  // softmax backward, with the 1/sqrt(d) scale folded in
-  const dscores = tf.mul(tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true))), scale);
-  const dq = tf.matMul(dscores, k);                      // [G, S, dk]
-  const dk = tf.matMul(dscores, q, true, false);         // [G, S, dk]
+  // softmax backward; the 1/sqrt(d) scale is applied to the [G, S, dk] operands, not [G, S, S]
+  const dscores = tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true)));
+  const dq = tf.mul(tf.matMul(dscores, k), scale);              // [G, S, dk]
+  const dk = tf.matMul(dscores, tf.mul(q, scale), true, false); // [G, S, dk]
   return { dq, dk, dv } as { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D };
 }
 

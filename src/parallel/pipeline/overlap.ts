@@ -50,12 +50,12 @@ export interface OverlapResult {
   timeline: TimedOp[];
 }
 
-/** Forward (and, if `bwd`, backward) ops of layer l for micro-batch tag `mb`; prio offsets order pairs. */
-function layerOps(t: MoELayerTimes, l: number, mb: string, dir: 'F' | 'B', prio: number, prevOut: string[]): { ops: Op[]; out: string[] } {
+/** Forward or backward ops of layer l for micro-batch tag `mb`; `prio` is the local order in the layer. */
+function layerOps(t: MoELayerTimes, l: number, mb: string, dir: 'F' | 'B', prevOut: string[]): { ops: Op[]; out: string[] } {
   const id = (s: string) => `${mb}.L${l}.${s}`;
   const ops: Op[] = [];
   const add = (s: string, res: Res, dur: number, deps: string[], p: number) =>
-    ops.push({ id: id(s), res, dur, deps, prio: prio + p, comm: res !== 'compute' });
+    ops.push({ id: id(s), res, dur, deps, prio: p, comm: res !== 'compute' });
   if (dir === 'F') {
     add('attnF', 'compute', t.attnF, prevOut, 0);
     add('dispF.inter', 'inter', t.dispatch.inter, [id('attnF')], 1);
@@ -119,8 +119,9 @@ export function planPipeOverlap(t: MoELayerTimes, layers: number, mode: OverlapM
   for (let k = 0; k < layers; k++) {
     // Pair k interleaves (by priority) the forward of layer k with the backward of layer L−1−k:
     // F ops get even slots, B ops odd ones, so Attn(F) comes before MLP(B), MLP(F) before Attn(B).
-    if (withF) { const r = layerOps(t, k, 'i', 'F', k * 100, fOut); ops.push(...r.ops.map((o) => ({ ...o, prio: k * 100 + 2 * (o.prio - k * 100) }))); fOut = r.out; }
-    if (withB) { const r = layerOps(t, layers - 1 - k, 'j', 'B', k * 100, bOut); ops.push(...r.ops.map((o) => ({ ...o, prio: k * 100 + 2 * (o.prio - k * 100) + 1 }))); bOut = r.out; }
+    const pairPrio = (o: Op, odd: number): Op => ({ ...o, prio: k * 100 + 2 * o.prio + odd });
+    if (withF) { const r = layerOps(t, k, 'i', 'F', fOut); ops.push(...r.ops.map((o) => pairPrio(o, 0))); fOut = r.out; }
+    if (withB) { const r = layerOps(t, layers - 1 - k, 'j', 'B', bOut); ops.push(...r.ops.map((o) => pairPrio(o, 1))); bOut = r.out; }
   }
   const timeline = listSchedule(ops, mode === 'none');
   const time = Math.max(...timeline.map((x) => x.end));

@@ -158,6 +158,9 @@ export interface InterleavedOptions extends ScheduleOptions {
   group?: number;
   /** Accept M > group with M % group != 0 (validate the result!). */
   allowPartialGroups?: boolean;
+  /** Megatron `overlap_moe_expert_parallel_comm`: one more warm-up forward so a forward and a
+   *  backward of different micro-batches are always available to pair (fb overlap). */
+  overlapMoeExpertParallelComm?: boolean;
 }
 
 /**
@@ -178,7 +181,7 @@ export function scheduleInterleaved(pp: number, vpp: number, M: number, opts: In
   const bwd = (k: number): Compute => ({ kind: 'B', microBatch: table[k][0], chunk: vpp - 1 - table[k][1] });
   const orders: Compute[][] = [];
   for (let r = 0; r < pp; r++) {
-    const w = warmupInterleaved(pp, r, vpp, M, group);
+    const w = Math.min(warmupInterleaved(pp, r, vpp, M, group) + (opts.overlapMoeExpertParallelComm ? 1 : 0), total);
     const remaining = total - w;
     const o: Compute[] = [];
     for (let k = 0; k < w; k++) o.push(fwd(k));
