@@ -4,7 +4,7 @@
 // Saves `<tag>.probs` [G, S, S] only; the caller saves q/k/v in whatever form it prefers
 // (MLA keeps the up-projection output instead of k and v).
 import { tf } from '../backend/tf.ts';
-import type { SavedActivations } from './saved.ts';
+import type { Restorer, SavedActivations } from './saved.ts';
 
 const maskCache = new Map<number, Float32Array>();
 
@@ -20,13 +20,18 @@ export function causalMask(S: number): tf.Tensor2D {
 }
 
 /** ctx [G, S, dv]; saves `<tag>.probs`. */
-export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string): tf.Tensor3D {
-  const S = q.shape[1];
-  // scale q ([G, S, dk]) rather than the scores ([G, S, S])
-  const scores = tf.add(tf.matMul(tf.mul(q, scale), k, false, true), causalMask(S)); // [G, S, S]
-  const probs = tf.softmax(scores);
-  rec?.save(`${tag}.probs`, probs);
+export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string,
+  restoreProbs: Restorer | null = null): tf.Tensor3D {
+  const probs = attentionProbs(q, k, scale);
+  rec?.save(`${tag}.probs`, probs, restoreProbs);
   return tf.matMul(probs, v); // [G, S, dv]
+}
+
+/** softmax(q·kᵀ·scale + causal mask) [G, S, S]. */
+export function attentionProbs(q: tf.Tensor3D, k: tf.Tensor3D, scale: number): tf.Tensor3D {
+  // scale q ([G, S, dk]) rather than the scores ([G, S, S])
+  const scores = tf.add(tf.matMul(tf.mul(q, scale), k, false, true), causalMask(q.shape[1])); // [G, S, S]
+  return tf.softmax(scores);
 }
 
 /** dq, dk, dv from dctx [G, S, dv]. */

@@ -3,6 +3,7 @@
 // Query head i uses kv head floor(i / (a/g)).
 // Saved: attn.x (input = pre-norm output), attn.q [B·a, S, d] (after RoPE), attn.k, attn.v
 // [B·g, S, d] (k after RoPE, not expanded to a heads), attn.probs [B·a, S, S], attn.ctx [T, a·d].
+// Every entry but attn.x has a recompute recipe.
 import { tf } from '../backend/tf.ts';
 import type { ModelConfig } from './config.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
@@ -10,7 +11,7 @@ import type { SavedActivations } from './saved.ts';
 import { seedOf, type InitWeight } from './init.ts';
 import { linear, linearBackward, rows } from './linear.ts';
 import { applyRope, applyRopeBackward } from './rope.ts';
-import { attentionCoreBackward, attentionCoreForward, fromHeads, toHeads } from './attention-core.ts';
+import { attentionCoreBackward, attentionCoreForward, attentionProbs, fromHeads, toHeads } from './attention-core.ts';
 
 export class GQAttention implements Module {
   readonly savedNames = ['attn.x', 'attn.q', 'attn.k', 'attn.v', 'attn.probs', 'attn.ctx'] as const;
@@ -45,14 +46,19 @@ export class GQAttention implements Module {
   forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
     const [B, S, H] = x.shape, { a, g, d } = this;
     rec.save('attn.x', tf.clone(x));
-    const x2 = rows(x);                                                                    // [T, H]
-    const q = toHeads(applyRope(tf.reshape(linear(x2, this.w('wq')), [B, S, a, d]), this.theta)); // [B·a, S, d]
-    const k = toHeads(applyRope(tf.reshape(linear(x2, this.w('wk')), [B, S, g, d]), this.theta)); // [B·g, S, d]
-    const v = toHeads(tf.reshape(linear(x2, this.w('wv')), [B, S, g, d]));                 // [B·g, S, d]
-    rec.save('attn.q', q); rec.save('attn.k', k); rec.save('attn.v', v);
-    const ctx = attentionCoreForward(q, this.expand(k, B), this.expand(v, B), this.scale, rec, 'attn'); // [B·a, S, d]
-    const ctx2 = tf.reshape(fromHeads(ctx, B), [B * S, a * d]);                           // [T, a·d]
-    rec.save('attn.ctx', ctx2);
+    const X = (r: SavedActivations) => rows(r.get('attn.x'));                 // [T, H]
+    const proj = (x2: tf.Tensor, w: string, n: number, rope: boolean) => {    // → [B·n, S, d]
+      const t = tf.reshape(linear(x2, this.w(w)), [B, S, n, d]);
+      return toHeads(rope ? applyRope(t, this.theta) : t);
+    };
+    const x2 = rows(x);
+    const q = rec.save('attn.q', proj(x2, 'wq', a, true), (r) => proj(X(r), 'wq', a, true)); // [B·a, S, d]
+    const k = rec.save('attn.k', proj(x2, 'wk', g, true), (r) => proj(X(r), 'wk', g, true)); // [B·g, S, d]
+    const v = rec.save('attn.v', proj(x2, 'wv', g, false), (r) => proj(X(r), 'wv', g, false));
+    const ctx = attentionCoreForward(q, this.expand(k, B), this.expand(v, B), this.scale, rec, 'attn',
+      (r) => attentionProbs(r.get('attn.q'), this.expand(r.get('attn.k'), B), this.scale)); // [B·a, S, d]
+    const ctxOf = (c: tf.Tensor) => tf.reshape(fromHeads(c, B), [B * S, a * d]);              // [T, a·d]
+    const ctx2 = rec.save('attn.ctx', ctxOf(ctx), (r) => ctxOf(tf.matMul(r.get<tf.Tensor3D>('attn.probs'), this.expand(r.get('attn.v'), B))));
     return tf.reshape(linear(ctx2, this.w('wo')), [B, S, H]);
   }
 

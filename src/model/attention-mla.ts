@@ -6,6 +6,7 @@
 // Saved: mla.x, mla.qANorm.{x,rstd}, mla.qLatent, mla.kvANorm.{x,rstd}, mla.kvLatent,
 // mla.kvUp [T, a·(dn+dv)] (the attention core's K/V before head split), mla.kRope [B, S, 1, dr]
 // (after RoPE), mla.q [B·a, S, dn+dr] (after RoPE), mla.probs [B·a, S, S], mla.ctx [T, a·dv].
+// Every entry but mla.x has a recompute recipe (from mla.x, the weights and other entries).
 import { tf } from '../backend/tf.ts';
 import type { ModelConfig } from './config.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
@@ -14,7 +15,7 @@ import { seedOf, type InitWeight } from './init.ts';
 import { linear, linearBackward, rows } from './linear.ts';
 import { applyRope, applyRopeBackward } from './rope.ts';
 import { RMSNorm } from './norm.ts';
-import { attentionCoreBackward, attentionCoreForward, fromHeads, toHeads } from './attention-core.ts';
+import { attentionCoreBackward, attentionCoreForward, attentionProbs, fromHeads, toHeads } from './attention-core.ts';
 
 export class MLAttention implements Module {
   readonly savedNames: readonly string[];
@@ -54,26 +55,39 @@ export class MLAttention implements Module {
     return { k, v: toHeads(vh) };
   }
 
+  /** [T, a·(dn+dr)] → q [B·a, S, dn+dr] with RoPE on the last dr dims of each head. */
+  private queries(qFull: tf.Tensor, B: number, S: number): tf.Tensor3D {
+    return toHeads(applyRope(tf.reshape(qFull, [B, S, this.a, this.dn + this.dr]), this.theta, this.dr));
+  }
+
   forward(x: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
-    const [B, S, H] = x.shape, { a, dn, dr, dv, rkv } = this, T = B * S;
+    const [B, S, H] = x.shape, { a, dr, dv, rkv } = this, T = B * S;
     rec.save('mla.x', tf.clone(x));
     const x2 = rows(x);                                                        // [T, H]
+    const X = (r: SavedActivations) => rows(r.get('mla.x'));
     let qFull: tf.Tensor;                                                     // [T, a·(dn+dr)]
     if (this.qANorm) {
       const qLatent = this.qANorm.forward(linear(x2, this.w('wqA')), rec, ctx); // [T, rq]
-      rec.save('mla.qLatent', qLatent);
+      rec.setRestorer('mla.qANorm.x', (r) => linear(X(r), this.w('wqA')));
+      rec.save('mla.qLatent', qLatent, (r) => this.qANorm!.output(r));
       qFull = linear(qLatent, this.w('wqB'));
     } else qFull = linear(x2, this.w('wq'));
-    const q = toHeads(applyRope(tf.reshape(qFull, [B, S, a, dn + dr]), this.theta, dr)); // [B·a, S, dn+dr], rope on the last dr
-    rec.save('mla.q', q);
-    const [latent, kRopeRaw] = tf.split(linear(x2, this.w('wkvA')), [rkv, dr], -1); // [T, rkv], [T, dr]
+    const q = rec.save('mla.q', this.queries(qFull, B, S), (r) =>             // [B·a, S, dn+dr]
+      this.queries(this.qANorm ? linear(r.get('mla.qLatent'), this.w('wqB')) : linear(X(r), this.w('wq')), B, S));
+    const kvA = (x2: tf.Tensor) => tf.split(linear(x2, this.w('wkvA')), [rkv, dr], -1); // [T, rkv], [T, dr]
+    const ropeKey = (raw: tf.Tensor) => applyRope(tf.reshape(raw, [B, S, 1, dr]), this.theta);
+    const [latent, kRopeRaw] = kvA(x2);
     const kvLatent = this.kvANorm.forward(latent, rec, ctx);
-    rec.save('mla.kvLatent', kvLatent);
-    const kvUp = rec.save('mla.kvUp', linear(kvLatent, this.w('wkvB')));     // [T, a·(dn+dv)]
-    const kRope = rec.save('mla.kRope', applyRope(tf.reshape(kRopeRaw, [B, S, 1, dr]), this.theta));
+    rec.setRestorer('mla.kvANorm.x', (r) => kvA(X(r))[0]);
+    rec.save('mla.kvLatent', kvLatent, (r) => this.kvANorm.output(r));
+    const kvUp = rec.save('mla.kvUp', linear(kvLatent, this.w('wkvB')), (r) => linear(r.get('mla.kvLatent'), this.w('wkvB'))); // [T, a·(dn+dv)]
+    const kRope = rec.save('mla.kRope', ropeKey(kRopeRaw), (r) => ropeKey(kvA(X(r))[1]));
     const { k, v } = this.keysValues(kvUp, kRope, B, S);
-    const c = attentionCoreForward(q, k, v, this.scale, rec, 'mla');          // [B·a, S, dv]
-    const ctx2 = rec.save('mla.ctx', tf.reshape(fromHeads(c, B), [T, a * dv]));
+    const c = attentionCoreForward(q, k, v, this.scale, rec, 'mla', (r) =>    // [B·a, S, dv]
+      attentionProbs(r.get('mla.q'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).k, this.scale));
+    const ctxOf = (probs: tf.Tensor3D, v: tf.Tensor3D) => tf.reshape(fromHeads(tf.matMul(probs, v), B), [T, a * dv]);
+    const ctx2 = rec.save('mla.ctx', tf.reshape(fromHeads(c, B), [T, a * dv]), (r) =>
+      ctxOf(r.get('mla.probs'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).v));
     return tf.reshape(linear(ctx2, this.w('wo')), [B, S, H]);
   }
 

@@ -51,11 +51,15 @@ export class TransformerBlock implements Module {
   forward(h: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
     const [B, S, H] = h.shape;
     let a = this.attn.forward(this.attnNorm.forward(h, rec, ctx), rec, ctx);
+    // the sub-modules saved the pre-norm outputs as their inputs: give those entries recipes
+    rec.setRestorer(this.attn instanceof MLAttention ? 'mla.x' : 'attn.x', (r) => this.attnNorm.output(r));
     if (this.attnPostNorm) a = this.attnPostNorm.forward(a, rec, ctx);
     const h1 = tf.add(h, a);
     // The MoE layer gets [B, S, H] (its per-sequence aux loss needs S) and flattens it batch-major.
     const n = this.mlpNorm.forward(h1, rec, ctx);
     const m0 = this.moe ? this.moe.forward(n, rec, ctx) : this.ffn.forward(tf.reshape(n, [B * S, H]), rec, ctx);
+    if (!this.moe) rec.setRestorer('mlp.x', (r) => tf.reshape(this.mlpNorm.output(r), [B * S, H]));
+    else if (rec.has('x')) rec.setRestorer('x', (r) => tf.reshape(this.mlpNorm.output(r), [B * S, H])); // MoELayer's input entry
     let m = tf.reshape(m0, [B, S, H]);
     if (this.mlpPostNorm) m = this.mlpPostNorm.forward(m, rec, ctx);
     return tf.add(h1, m);

@@ -1,11 +1,18 @@
 // SwiGLU MLP (Megatron fused fc1): [gate | up] = x·fc1, act = silu(gate)·up, y = act·fc2.
 // fc1 [H, 2F], fc2 [F, H]. Input/output [T, H] (any leading axes are flattened to T).
-// Saved: mlp.x (input = pre-norm output), mlp.fc1 [T, 2F] (gate|up), mlp.act [T, F] (fc2 input).
+// Saved: mlp.x (input = pre-norm output), mlp.fc1 [T, 2F] (gate|up), mlp.act [T, F] (fc2 input);
+// fc1 and act have recompute recipes.
 import { tf } from '../backend/tf.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
 import type { SavedActivations } from './saved.ts';
 import { seedOf, type InitWeight } from './init.ts';
 import { linear, linearBackward, rows } from './linear.ts';
+
+/** silu(gate)·up of [gate | up]. */
+export function swiglu(h: tf.Tensor): tf.Tensor {
+  const [gate, up] = tf.split(h, 2, -1);
+  return tf.mul(tf.mul(gate, tf.sigmoid(gate)), up);
+}
 
 export class SwiGLUMLP implements Module {
   readonly savedNames: readonly string[];
@@ -18,9 +25,9 @@ export class SwiGLUMLP implements Module {
 
   forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
     const x2 = rec.save(`${this.tag}.x`, tf.clone(rows(x))); // a clone: the record owns its entries
-    const h = rec.save(`${this.tag}.fc1`, linear(x2, this.params.get(`${this.prefix}.fc1`))); // [T, 2F]
-    const [gate, up] = tf.split(h, 2, -1);
-    const act = rec.save(`${this.tag}.act`, tf.mul(tf.mul(gate, tf.sigmoid(gate)), up));  // [T, F]
+    const fc1 = (r: SavedActivations) => linear(r.get(`${this.tag}.x`), this.params.get(`${this.prefix}.fc1`));
+    const h = rec.save(`${this.tag}.fc1`, fc1(rec), fc1);                                 // [T, 2F]
+    const act = rec.save(`${this.tag}.act`, swiglu(h), (r) => swiglu(r.get(`${this.tag}.fc1`))); // [T, F]
     return tf.reshape(linear(act, this.params.get(`${this.prefix}.fc2`)), x.shape);
   }
 

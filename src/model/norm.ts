@@ -1,6 +1,7 @@
 // RMSNorm: y = x · rstd · g, rstd = 1/sqrt(mean(x²) + eps), over the last axis (any rank).
 // Saved: `<tag>.x` (the input) and `<tag>.rstd` [..., 1]. The output is saved by its consumer
-// (e.g. 'attn.x'), so it is a separate entry that recompute/swap policies can drop on its own.
+// (e.g. 'attn.x'), so it is a separate entry that recompute/swap policies can drop on its own;
+// `output(rec)` is the recompute recipe the consumer's owner registers for it. rstd has a recipe.
 import { tf } from '../backend/tf.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
 import type { SavedActivations } from './saved.ts';
@@ -17,10 +18,17 @@ export class RMSNorm implements Module {
   }
 
   forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
-    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), this.eps)); // [..., 1]
+    const rstd = this.rstd(x); // [..., 1]
     rec.save(`${this.tag}.x`, tf.clone(x)); // a clone: the record owns its entries
-    rec.save(`${this.tag}.rstd`, rstd);
+    rec.save(`${this.tag}.rstd`, rstd, (r) => this.rstd(r.get(`${this.tag}.x`)));
     return tf.mul(tf.mul(x, rstd), this.params.get(this.weightName));
+  }
+
+  private rstd(x: tf.Tensor): tf.Tensor { return tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), this.eps)); }
+
+  /** The forward output recomputed from the saved entries (a restorer for its consumer's input). */
+  output(rec: SavedActivations): tf.Tensor {
+    return tf.mul(tf.mul(rec.get(`${this.tag}.x`), rec.get(`${this.tag}.rstd`)), this.params.get(this.weightName));
   }
 
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {

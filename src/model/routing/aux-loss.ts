@@ -82,16 +82,16 @@ export function switchLoadBalancingLoss(scores: ArrayLike<number>, T: number, E:
 }
 
 /** Switch (per micro-batch) aux loss. */
-export function switchAuxLoss(scores: ArrayLike<number>, auxMap: Uint8Array, T: number, E: number, k: number, coeff: number): AuxLossResult {
-  return switchLoadBalancingLoss(scores, T, E, k, countsPerExpert(auxMap, T, E), T, coeff);
+export function switchAuxLoss(scores: ArrayLike<number>, auxMap: Uint8Array, T: number, E: number, k: number, coeff: number,
+  into?: Float64Array): AuxLossResult {
+  return switchLoadBalancingLoss(scores, T, E, k, countsPerExpert(auxMap, T, E), T, coeff, 0, T, into);
 }
 
 /** Sequence-level aux loss (DeepSeek-V2/V3): mean over the T/seqLen sequences of the switch loss with T = seqLen. */
 export function seqAuxLoss(scores: ArrayLike<number>, auxMap: Uint8Array, T: number, E: number, k: number, seqLen: number,
-  coeff: number): AuxLossResult {
+  coeff: number, dScores = new Float64Array(T * E)): AuxLossResult {
   const B = T / seqLen;
   if (!Number.isInteger(B)) throw new Error(`seqAuxLoss: T=${T} is not a multiple of seqLen=${seqLen}`);
-  const dScores = new Float64Array(T * E);
   let value = 0;
   for (let b = 0; b < B; b++) {
     const t0 = b * seqLen, t1 = t0 + seqLen;
@@ -115,32 +115,36 @@ export class GlobalAuxTracker {
 
 /** Global aux loss: running-average counts of the tracker (which already includes this micro-batch), T_tot = T·groupSize. */
 export function globalAuxLoss(scores: ArrayLike<number>, T: number, E: number, k: number, tracker: GlobalAuxTracker,
-  coeff: number, groupSize = 1): AuxLossResult {
-  return switchLoadBalancingLoss(scores, T, E, k, tracker.average(), T * groupSize, coeff);
+  coeff: number, groupSize = 1, into?: Float64Array): AuxLossResult {
+  return switchLoadBalancingLoss(scores, T, E, k, tracker.average(), T * groupSize, coeff, 0, T, into);
 }
 
 /** EP-group aux loss: the counts of every rank of the EP group (own included) are summed; T_tot = Σ T of the ranks. */
 export function epGroupAuxLoss(scores: ArrayLike<number>, T: number, E: number, k: number, groupCounts: ArrayLike<number>[],
-  coeff: number, groupTokens = T * groupCounts.length): AuxLossResult {
+  coeff: number, groupTokens = T * groupCounts.length, into?: Float64Array): AuxLossResult {
   const counts = new Float64Array(E);
   for (const c of groupCounts) for (let e = 0; e < E; e++) counts[e] += c[e];
-  return switchLoadBalancingLoss(scores, T, E, k, counts, groupTokens, coeff);
+  return switchLoadBalancingLoss(scores, T, E, k, counts, groupTokens, coeff, 0, T, into);
 }
 
-/** Router z-loss (ST-MoE): z = coeff · mean_t lse_t², ∂z/∂l[t,e] = 2·coeff·lse_t·softmax(l)[t,e] / T. One exp per entry. */
-export function zLoss(logits: ArrayLike<number>, T: number, E: number, coeff: number): { value: number; dLogits: Float64Array } {
-  const dLogits = new Float64Array(T * E);
+/**
+ * Router z-loss (ST-MoE): z = coeff · mean_t lse_t², ∂z/∂l[t,e] = 2·coeff·lse_t·softmax(l)[t,e] / T.
+ * One exp per entry; the gradient is added to `into` when given (else a fresh array).
+ */
+export function zLoss(logits: ArrayLike<number>, T: number, E: number, coeff: number, into?: Float64Array): { value: number; dLogits: Float64Array } {
+  const dLogits = into ?? new Float64Array(T * E);
+  const row = new Float64Array(E);
   let value = 0;
   for (let t = 0; t < T; t++) {
     const o = t * E;
     let m = -Infinity;
     for (let e = 0; e < E; e++) m = Math.max(m, logits[o + e]);
     let sum = 0;
-    for (let e = 0; e < E; e++) { const v = Math.exp(logits[o + e] - m); dLogits[o + e] = v; sum += v; }
+    for (let e = 0; e < E; e++) { const v = Math.exp(logits[o + e] - m); row[e] = v; sum += v; }
     const lse = m + Math.log(sum);
     value += lse * lse;
     const g = (2 * coeff * lse) / (T * sum);
-    for (let e = 0; e < E; e++) dLogits[o + e] *= g;
+    for (let e = 0; e < E; e++) dLogits[o + e] += g * row[e];
   }
   return { value: (coeff * value) / T, dLogits };
 }

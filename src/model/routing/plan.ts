@@ -64,31 +64,28 @@ export function routeTokens(logits: ArrayLike<number>, T: number, E: number, moe
     const s = moe.scoreFunction === 'softmax' && moe.preSoftmax ? routing.scores : auxLossScores(logits, T, E, moe.scoreFunction, sig); // [T, E]
     const plainTopk = moe.numGroups === null && !(moe.scoreFunction === 'sigmoid' && opts.expertBias);
     const m = plainTopk ? routing.routingMap : auxRoutingMap(s, T, E, k);   // [T, E] plain top-k
-    const dS = new Float64Array(T * E);
+    const dS = new Float64Array(T * E);                               // Σ ∂aux/∂s, accumulated in place
     for (const a of active) {
       let r: AuxLossResult;
-      if (a.type === 'switch') r = switchAuxLoss(s, m, T, E, k, a.coeff);
-      else if (a.type === 'seq') r = seqAuxLoss(s, m, T, E, k, opts.seqLen ?? T, a.coeff);
+      if (a.type === 'switch') r = switchAuxLoss(s, m, T, E, k, a.coeff, dS);
+      else if (a.type === 'seq') r = seqAuxLoss(s, m, T, E, k, opts.seqLen ?? T, a.coeff, dS);
       else if (a.type === 'global') {
         const tracker = opts.globalTracker;
         if (!tracker) throw new Error(`'global' aux loss needs a GlobalAuxTracker`);
         if (opts.updateGlobalTracker ?? true) tracker.add(countsPerExpert(m, T, E));
-        r = globalAuxLoss(s, T, E, k, tracker, a.coeff, opts.globalGroupSize ?? 1);
+        r = globalAuxLoss(s, T, E, k, tracker, a.coeff, opts.globalGroupSize ?? 1, dS);
       } else {
         const local = countsPerExpert(m, T, E);
         const group = opts.epGroupCounts ? opts.epGroupCounts(local) : [local];
-        r = epGroupAuxLoss(s, T, E, k, group, a.coeff);
+        r = epGroupAuxLoss(s, T, E, k, group, a.coeff, T * group.length, dS);
       }
       auxLosses[a.type] = (auxLosses[a.type] ?? 0) + r.value;
-      for (let i = 0; i < T * E; i++) dS[i] += r.dScores[i];
     }
     auxDLogits = auxLossScoresBackward(logits, s, dS, T, E, moe.scoreFunction, sig);
   }
   if (opts.training && moe.zLossCoeff > 0) {
-    const z = zLoss(logits, T, E, moe.zLossCoeff);
-    auxLosses.z = z.value;
-    if (!auxDLogits) auxDLogits = z.dLogits;
-    else for (let i = 0; i < T * E; i++) auxDLogits[i] += z.dLogits[i];
+    auxDLogits ??= new Float64Array(T * E);
+    auxLosses.z = zLoss(logits, T, E, moe.zLossCoeff, auxDLogits).value;
   }
   return { T, E, k, logits: new Float32Array(logits), routing, capacity, droppedAssignments, probs, routingMap, permute: permutePlan(routingMap, probs, T, E), auxLosses, auxDLogits };
 }
