@@ -9,7 +9,7 @@ export { groupedMatMul, groupedMatMulTransposed, groupedWeightGrad } from './bac
 // ── routing: pure functions on host arrays, row-major [T, E] (docs/moe.md) ─────────────────────
 export {
   softmaxRows, sigmoid, logSumExpRows, topkRow, topkRows, groupLimitedTopk, indicesToMap,
-  topkRouting, topkRoutingBackward, type TopkRouting, type ScoreOptions,
+  topkRouting, topkRoutingBackward, topkRoutingBackwardSparse, type TopkRouting, type ScoreOptions,
   getCapacity, applyTokenDropping, type TokenDropping,
   auxLossScores, auxLossScoresBackward, auxRoutingMap, countsPerExpert, switchLoadBalancingLoss, switchAuxLoss,
   seqAuxLoss, GlobalAuxTracker, globalAuxLoss, epGroupAuxLoss, zLoss, type AuxLossResult,

@@ -5,7 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { assertClose } from './support/backends.ts';
-import { routeTokens, routingBackward } from '../src/model/routing/index.ts';
+import { routeTokens, routingBackward, topkRoutingBackward } from '../src/model/routing/index.ts';
 import type { MoEConfig } from '../src/model/config.ts';
 
 interface GoldenCase {
@@ -40,6 +40,10 @@ for (const c of cases) {
     const { sortedIndices, expertOfRow } = plan.permute;
     const dpp = Float64Array.from(sortedIndices, (t, r) => c.dprobs[t * c.E + expertOfRow[r]]);
     assertClose(routingBackward(plan, dpp, 1), c.dlogits, 1e-6, 'dlogits');
+    // the dense form: dprobs masked by the final map, plus the aux/z gradient
+    const dense = topkRoutingBackward(plan.routing, c.dprobs.map((v, i) => v * plan.routingMap[i] * plan.routing.routingMap[i]));
+    if (plan.auxDLogits) for (let i = 0; i < dense.length; i++) dense[i] += plan.auxDLogits[i];
+    assertClose(dense, c.dlogits, 1e-6, 'dlogits (dense topkRoutingBackward)');
   });
 }
 test.run();

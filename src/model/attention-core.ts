@@ -31,7 +31,7 @@ export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tenso
 export function attentionProbs(q: tf.Tensor3D, k: tf.Tensor3D, scale: number): tf.Tensor3D {
   // scale q ([G, S, dk]) rather than the scores ([G, S, S])
   const scores = tf.add(tf.matMul(tf.mul(q, scale), k, false, true), causalMask(q.shape[1])); // [G, S, S]
-  return tf.softmax(scores);
+  return tf.softmax(scores) as tf.Tensor3D;
 }
 
 /** dq, dk, dv from dctx [G, S, dv]. */

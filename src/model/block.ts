@@ -15,6 +15,7 @@ import { GQAttention } from './attention-gqa.ts';
 import { MLAttention } from './attention-mla.ts';
 import { SwiGLUMLP } from './mlp.ts';
 
+
 /** What the block needs from a MoE layer (src/model/moe's MoELayer). */
 export interface MoELike extends Module {
   updateExpertBias(): void;

@@ -9,7 +9,7 @@
 // Loss: loss = lm + mtpLossCoeff·mean_k(mtp_k) + Σ aux + Σ z; the gradients are those of
 // ctx.lossScale·loss (the MoE layers add their aux/z gradients scaled by ctx.lossScale).
 import { tf } from '../backend/tf.ts';
-import type { ModelConfig } from './config.ts';
+import { ConfigError, type ModelConfig } from './config.ts';
 import { GradStore, ParamStore, type ForwardContext } from './module.ts';
 import { SavedActivations } from './saved.ts';
 import { initEmbedding, makeInitWeight, seedOf, type InitWeight } from './init.ts';
@@ -35,8 +35,12 @@ export class MoEGPT {
   readonly head: OutputHead;
   readonly mtp: MTPModule[] = [];
   private lastReport: SavedReportEntry[] = [];
+  /** Called by forwardBackward between the forward and the backward with every record of the
+   *  micro-batch (embedding, layers, head, MTP): the hook for recompute (drop) and swap (toHost) policies. */
+  onForwardDone: ((records: SavedActivations[]) => void) | null = null;
 
   constructor(readonly cfg: ModelConfig, readonly seed: number, opts: MoEGPTOptions = {}) {
+    if (cfg.dropout > 0) throw new ConfigError([`dropout ${cfg.dropout}: dropout is not implemented in src/model (all presets use 0)`]);
     const makeMoE = opts.makeMoE ?? defaultMoEFactory();
     this.initWeight = makeInitWeight(cfg, seed);
     this.params.add('embedding.weight', initEmbedding(cfg, seed, 'embedding.weight'), { decay: false });
@@ -62,6 +66,24 @@ export class MoEGPT {
   embed(tokens: Int32Array, batch: number, seqLen: number, rec: SavedActivations): tf.Tensor {
     if (tokens.length !== batch * seqLen) throw new Error(`tokens: ${tokens.length} != ${batch}×${seqLen}`);
     return tf.tidy(() => tf.reshape(this.embedding.forward(tf.tensor1d(tokens, 'int32'), rec), [batch, seqLen, this.cfg.hiddenSize]));
+  }
+
+  /** Embedding backward: dh0 [B, S, H] scattered into the embedding gradient. */
+  embedBackward(dh0: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): void {
+    tf.tidy(() => { this.embedding.backward(tf.reshape(dh0, [-1, this.cfg.hiddenSize]), rec, grads, ctx); });
+  }
+
+  /** Last stage: final norm + head + CE of h [B, S, H] (not owned); returns the host lm loss. */
+  headForward(h: tf.Tensor, targets: Int32Array, rec: SavedActivations): number {
+    const t = tf.tidy(() => this.head.loss(tf.clone(h), targets, rec));
+    const v = t.dataSync()[0];
+    t.dispose();
+    return v;
+  }
+
+  /** dh [B, S, H] at the head's input for the lm loss scaled by `dloss` (e.g. ctx.lossScale). */
+  headBackward(dloss: number, rec: SavedActivations, grads: GradStore, shape: number[]): tf.Tensor {
+    return tf.tidy(() => this.head.backward(dloss, rec, grads, shape));
   }
 
   /** Blocks [start, end) on h [B, S, H]; recs[l − start] receives layer l's saved activations. */
@@ -107,8 +129,9 @@ export class MoEGPT {
     const shape = [batch, seqLen, this.cfg.hiddenSize];
     const live: tf.Tensor[] = [];
     try {
-      const { lm, mtp, mtpHidden } = this.forwardAll(tokens, targets, batch, seqLen, recs, ctx, live);
+      const { lm, mtp } = this.forwardAll(tokens, targets, batch, seqLen, recs, ctx, live);
       this.lastReport = this.allRecords(recs).flatMap((r) => r.list().map((i) => ({ record: r.owner, name: i.name, shape: i.shape, bytes: i.bytes })));
+      this.onForwardDone?.(this.allRecords(recs));
       // backward: MTP depths D … 1, then the head, then the blocks, then the embedding
       const D = this.mtp.length, s = ctx.lossScale;
       let dh: tf.Tensor | null = null;
@@ -118,15 +141,14 @@ export class MoEGPT {
         dh = dPrev;
         recs.mtp[k].dispose();
       }
-      const dHead = tf.tidy(() => this.head.backward(s, recs.head, grads, shape));
+      const dHead = this.headBackward(s, recs.head, grads, shape);
       recs.head.dispose();
       const dL = dh ? tf.add(dHead, dh) : dHead;
       if (dh) { dh.dispose(); dHead.dispose(); }
       const d0 = this.layerBackward(0, this.blocks.length, dL, recs.layers, grads, ctx);
       dL.dispose();
-      tf.tidy(() => { this.embedding.backward(tf.reshape(d0, [batch * seqLen, this.cfg.hiddenSize]), recs.embedding, grads, ctx); });
+      this.embedBackward(d0, recs.embedding, grads, ctx);
       d0.dispose();
-      void mtpHidden;
       return this.report(lm, mtp, ctx, stats0);
     } finally {
       for (const t of live) t.dispose();
@@ -172,18 +194,16 @@ export class MoEGPT {
     if (targets.length !== batch * seqLen) throw new Error(`targets: ${targets.length} != ${batch}×${seqLen}`);
     const h0 = this.embed(tokens, batch, seqLen, recs.embedding); live.push(h0);
     const hL = this.layerForward(0, this.blocks.length, h0, recs.layers, ctx); live.push(hL);
-    const lmT = tf.tidy(() => this.head.loss(tf.clone(hL), targets, recs.head)); live.push(lmT);
-    const lm = lmT.dataSync()[0];
+    const lm = this.headForward(hL, targets, recs.head);
     let mtp = 0, hPrev = hL;
-    const mtpHidden: tf.Tensor[] = [];
     for (let k = 0; k < this.mtp.length; k++) {
       const sh = mtpShift(targets, batch, seqLen, k + 1);
       const { h, loss } = this.mtp[k].forward(hPrev, sh.ids, sh.targets, recs.mtp[k], ctx);
-      live.push(h, loss); mtpHidden.push(h);
+      live.push(h, loss);
       mtp += loss.dataSync()[0] / this.mtp.length;
       hPrev = h;
     }
-    return { lm, mtp, mtpHidden };
+    return { lm, mtp };
   }
 
   private report(lm: number, mtp: number, ctx: ForwardContext, stats0: number): LossReport {

@@ -24,7 +24,7 @@ export class SwiGLUMLP implements Module {
   }
 
   forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
-    const x2 = rec.save(`${this.tag}.x`, tf.clone(rows(x))); // a clone: the record owns its entries
+    rec.save(`${this.tag}.x`, tf.clone(rows(x))); // a clone: the record owns its entries
     const fc1 = (r: SavedActivations) => linear(r.get(`${this.tag}.x`), this.params.get(`${this.prefix}.fc1`));
     const h = rec.save(`${this.tag}.fc1`, fc1(rec), fc1);                                 // [T, 2F]
     const act = rec.save(`${this.tag}.act`, swiglu(h), (r) => swiglu(r.get(`${this.tag}.fc1`))); // [T, F]

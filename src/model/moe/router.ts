@@ -48,7 +48,7 @@ export class Router {
     const dlogitsHost = routingBackward(plan, dPermutedProbs, ctx.lossScale);
     return tf.tidy(() => {
       const x = rec.get<tf.Tensor2D>('x');
-      const dlogits = tf.tensor2d(new Float32Array(dlogitsHost), [plan.T, plan.E]);   // [T, E]
+      const dlogits = tf.tensor2d(dlogitsHost, [plan.T, plan.E]);   // [T, E]
       const noise = rec.has('routerJitter') ? rec.get('routerJitter') : null;
       const xj = noise ? tf.mul(x, noise) : x;
       grads.add(this.name, tf.matMul(dlogits, xj, true, false));                   // [E, H]

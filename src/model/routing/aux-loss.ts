@@ -69,7 +69,7 @@ export function countsPerExpert(map: Uint8Array, T: number, E: number, t0 = 0, t
 
 /** Megatron's `switch_load_balancing_loss_func` on rows [t0, t1) of scores, with given counts and T_tot. */
 export function switchLoadBalancingLoss(scores: ArrayLike<number>, T: number, E: number, k: number, counts: ArrayLike<number>,
-  totalTokens: number, coeff: number, t0 = 0, t1 = T, dScores = new Float64Array(T * E)): AuxLossResult {
+  totalTokens: number, coeff: number, t0 = 0, t1 = T, dScores: Float64Array = new Float64Array(T * E)): AuxLossResult {
   const c = (coeff * E) / (k * totalTokens * totalTokens);
   let value = 0;
   for (let t = t0; t < t1; t++) {
@@ -89,7 +89,7 @@ export function switchAuxLoss(scores: ArrayLike<number>, auxMap: Uint8Array, T: 
 
 /** Sequence-level aux loss (DeepSeek-V2/V3): mean over the T/seqLen sequences of the switch loss with T = seqLen. */
 export function seqAuxLoss(scores: ArrayLike<number>, auxMap: Uint8Array, T: number, E: number, k: number, seqLen: number,
-  coeff: number, dScores = new Float64Array(T * E)): AuxLossResult {
+  coeff: number, dScores: Float64Array = new Float64Array(T * E)): AuxLossResult {
   const B = T / seqLen;
   if (!Number.isInteger(B)) throw new Error(`seqAuxLoss: T=${T} is not a multiple of seqLen=${seqLen}`);
   let value = 0;

@@ -1,6 +1,6 @@
 // Pure routing math on host arrays (row-major [T, E]); see docs/moe.md.
 export { softmaxRows, sigmoid, logSumExpRows, topkRow, topkRows, groupLimitedTopk, indicesToMap } from './topk.ts';
-export { topkRouting, topkRoutingBackward, type TopkRouting, type ScoreOptions } from './score.ts';
+export { topkRouting, topkRoutingBackward, topkRoutingBackwardSparse, type TopkRouting, type ScoreOptions } from './score.ts';
 export { getCapacity, applyTokenDropping, type TokenDropping } from './capacity.ts';
 export {
   auxLossScores, auxLossScoresBackward, auxRoutingMap, countsPerExpert, switchLoadBalancingLoss, switchAuxLoss,

@@ -3,7 +3,7 @@
 // backward: gradient w.r.t. the permuted probs → dlogits (selected scores only) + scale·∂(aux+z)/∂logits.
 // This is the whole routing decision of a MoE layer; the tensor executor (moe/router.ts) wraps it.
 import type { MoEConfig } from '../config.ts';
-import { topkRouting, topkRoutingBackward, type TopkRouting } from './score.ts';
+import { topkRouting, topkRoutingBackwardSparse, type TopkRouting } from './score.ts';
 import { applyTokenDropping } from './capacity.ts';
 import { permutePlan, type PermutePlan } from './permute-plan.ts';
 import {
@@ -30,7 +30,7 @@ export interface RouteOptions {
 
 export interface RoutingPlan {
   T: number; E: number; k: number;
-  /** The router logits this plan was made from (host copy). [T, E] */
+  /** The router logits this plan was made from (the caller's Float32Array, not copied). [T, E] */
   logits: Float32Array;
   routing: TopkRouting;
   /** null when dropless. */
@@ -87,21 +87,25 @@ export function routeTokens(logits: ArrayLike<number>, T: number, E: number, moe
     auxDLogits ??= new Float64Array(T * E);
     auxLosses.z = zLoss(logits, T, E, moe.zLossCoeff, auxDLogits).value;
   }
-  return { T, E, k, logits: new Float32Array(logits), routing, capacity, droppedAssignments, probs, routingMap, permute: permutePlan(routingMap, probs, T, E), auxLosses, auxDLogits };
+  return { T, E, k, logits: logits instanceof Float32Array ? logits : new Float32Array(logits), routing, capacity, droppedAssignments, probs, routingMap, permute: permutePlan(routingMap, probs, T, E), auxLosses, auxDLogits };
 }
 
-/** dlogits [T, E] from ∂L/∂permutedProbs [N] plus auxScale·∂(aux+z)/∂logits (auxScale = 1/M). */
-export function routingBackward(plan: RoutingPlan, dPermutedProbs: ArrayLike<number>, auxScale: number): Float64Array {
-  const { T, E } = plan;
+/**
+ * dlogits [T, E] (float32, ready for a tensor) from ∂L/∂permutedProbs [N] plus auxScale·∂(aux+z)/∂logits
+ * (auxScale = 1/M). Padding rows and dropped pairs never reach the selected scores.
+ */
+export function routingBackward(plan: RoutingPlan, dPermutedProbs: ArrayLike<number>, auxScale: number): Float32Array {
+  const { T, E, k } = plan;
+  const { topkIdx } = plan.routing;
   const { sortedIndices, expertOfRow, numRows } = plan.permute;
-  // Padding rows and dropped pairs never reach selected scores: only routed, kept rows carry gradient.
-  const dprobs = new Float64Array(T * E);
-  for (let r = 0; r < numRows; r++) dprobs[sortedIndices[r] * E + expertOfRow[r]] += dPermutedProbs[r];
-  const kept = plan.routing.routingMap;
-  for (let i = 0; i < T * E; i++) if (!kept[i]) dprobs[i] = 0;
-  const dlogits = topkRoutingBackward(plan.routing, dprobs);
-  if (plan.auxDLogits && auxScale !== 0) for (let i = 0; i < T * E; i++) dlogits[i] += auxScale * plan.auxDLogits[i];
-  return dlogits;
+  const dTopk = new Float64Array(T * k);                    // ∂L/∂(selected probs) [T, k]
+  for (let r = 0; r < numRows; r++) {
+    const t = sortedIndices[r], e = expertOfRow[r];
+    for (let j = 0; j < k; j++) if (topkIdx[t * k + j] === e) { dTopk[t * k + j] += dPermutedProbs[r]; break; }
+  }
+  const dlogits = new Float32Array(T * E);
+  if (plan.auxDLogits && auxScale !== 0) for (let i = 0; i < T * E; i++) dlogits[i] = auxScale * plan.auxDLogits[i];
+  return topkRoutingBackwardSparse(plan.routing, dTopk, dlogits);
 }
 
 /** Counts of the final map (what the experts process; includes padding rows). [E] */

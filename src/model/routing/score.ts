@@ -74,23 +74,30 @@ export function topkRouting(logits: ArrayLike<number>, T: number, E: number, opt
  * entries are read) → dlogits [T, E]. Selection carries no gradient.
  */
 export function topkRoutingBackward(r: TopkRouting, dprobs: ArrayLike<number>): Float64Array {
+  const { T, E, k, topkIdx } = r;
+  const dTopk = new Float64Array(T * k);
+  for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) dTopk[t * k + j] = dprobs[t * E + topkIdx[t * k + j]];
+  return topkRoutingBackwardSparse(r, dTopk, new Float64Array(T * E));
+}
+
+/** The same from the gradient w.r.t. the k selected probs, dTopk [T, k]; adds into dlogits [T, E] and returns it. */
+export function topkRoutingBackwardSparse<A extends Float32Array | Float64Array>(r: TopkRouting, dTopk: ArrayLike<number>, dlogits: A): A {
   const { T, E, k, opts, scores, topkIdx, topkWeights } = r;
   const scale = opts.topkScalingFactor ?? 1;
-  const dlogits = new Float64Array(T * E);
   const dw = new Float64Array(k);
   for (let t = 0; t < T; t++) {
     const o = t * E, w = t * k;
-    for (let j = 0; j < k; j++) dw[j] = dprobs[o + topkIdx[w + j]] * scale;
+    for (let j = 0; j < k; j++) dw[j] = dTopk[w + j] * scale;
     if (opts.scoreFunction === 'softmax' && !opts.preSoftmax) {
       // p = softmax(l_sel): dl_j = p_j (dp_j − Σ_i dp_i p_i)
       let dot = 0;
       for (let j = 0; j < k; j++) dot += dw[j] * topkWeights[w + j];
-      for (let j = 0; j < k; j++) dlogits[o + topkIdx[w + j]] = topkWeights[w + j] * (dw[j] - dot);
+      for (let j = 0; j < k; j++) dlogits[o + topkIdx[w + j]] += topkWeights[w + j] * (dw[j] - dot);
     } else if (opts.scoreFunction === 'softmax') {
       // p = s[idx], s = softmax(l): ds sparse on idx, dl = s ⊙ (ds − Σ ds·s)
       let dot = 0;
       for (let j = 0; j < k; j++) dot += dw[j] * scores[o + topkIdx[w + j]];
-      for (let e = 0; e < E; e++) dlogits[o + e] = -scores[o + e] * dot;
+      if (dot !== 0) for (let e = 0; e < E; e++) dlogits[o + e] -= scores[o + e] * dot;
       for (let j = 0; j < k; j++) dlogits[o + topkIdx[w + j]] += scores[o + topkIdx[w + j]] * dw[j];
     } else {
       // g = σ(l)[idx], p = g / (Σg + 1e-20): dg_j = dp_j/S − Σ_i dp_i g_i / S²; dl = dg·σ(1−σ)
@@ -99,7 +106,7 @@ export function topkRoutingBackward(r: TopkRouting, dprobs: ArrayLike<number>): 
       for (let j = 0; j < k; j++) {
         const e = topkIdx[w + j], s = scores[o + e];
         const dg = k > 1 ? dw[j] / (S + 1e-20) - dot / ((S + 1e-20) * (S + 1e-20)) : dw[j];
-        dlogits[o + e] = dg * s * (1 - s);
+        dlogits[o + e] += dg * s * (1 - s);
       }
     }
   }
