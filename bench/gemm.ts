@@ -69,6 +69,11 @@ function suite(config: string, big: boolean): void {
   }
   tf.dispose([x, w, dy]);
 
+  if (config.startsWith('wasm')) { // memory-bound companion of the MoE dispatch: a row permute
+    const t = rnd([4096, 256]), idx = tf.tensor1d(Int32Array.from({ length: 4096 }, (_, i) => (i * 2654435761) % 4096), 'int32');
+    record(config, 'gather rows (GB/s)', '4096 rows of [4096,256]', 4096 * 256 * 4 * 2 /* bytes read + written */, () => tf.gather(t, idx));
+    tf.dispose([t, idx]);
+  }
   mlp(config, 128, 256, 1024);
   if (big && config !== 'wasm-stock') mlp(config, 512, 512, 2048); // stock wasm takes ~6 s per step here
 }

@@ -1,9 +1,10 @@
 // Model benchmark: forward+backward of a preset (default tiny, batch 8 × 128 tokens) on wasm and
 // cpu: time per step, tokens/s, achieved GFLOP/s of model FLOPs (Megatron convention,
-// src/model/flops-local.ts), a dense reference GEMM on the same backend, wall time per module
-// kind and the top kernels by time (tf.profile).
+// src/model/flops-local.ts), wall and process-CPU time (the 2-core machine is shared), a dense
+// reference GEMM on the same backend, CPU time per module kind and the top kernels (tf.profile).
 // Usage: npx tsx bench/model.ts [--backend wasm|cpu] [--preset tiny] [--batch 8] [--seq 128]
-//        [--steps N] [--quick] [--no-profile] [--gemm auto|wasm|openblas]     → bench/results/model-<backend>.json
+//        [--steps N] [--quick] [--no-profile] [--gemm auto|wasm|openblas]
+//        → bench/results/model-<backend>.json (model-wasm-gemm-<g>.json with --gemm)
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { tf, initBackend, backendLabel, type BackendName } from '../src/backend/tf.ts';
@@ -69,7 +70,7 @@ async function run(backend: BackendName) {
     const g = new GradStore();
     const t0 = performance.now(), c0 = process.cpuUsage();
     const r = model.forwardBackward(tokens, targets, B, S, defaultContext(), g);
-    for (const t of g.grads.values()) t.dataSync();
+    // tfjs cpu and wasm kernels run synchronously: no dataSync needed (it would add an 80 MB copy of the grads)
     const ms = performance.now() - t0, c = process.cpuUsage(c0);
     g.dispose();
     return { ms, cpuMs: (c.user + c.system) / 1000, loss: r.loss };
@@ -114,7 +115,8 @@ async function run(backend: BackendName) {
   if (moduleMs.size) console.log('  module CPU ms:', result.moduleCpuMs);
   if (kernels.length) console.log('  top kernels:', kernels.slice(0, 10).map((k) => `${k.name}×${k.count} ${k.ms}ms`).join(', '));
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync(`bench/results/model-${backend}.json`, JSON.stringify(result, null, 2) + '\n');
+  const suffix = argv.includes('--gemm') ? `-gemm-${arg('gemm', 'auto')}` : '';
+  writeFileSync(`bench/results/model-${backend}${suffix}.json`, JSON.stringify(result, null, 2) + '\n');
   model.dispose();
 }
 

@@ -133,6 +133,33 @@ forEachBackend('moe layer', (test) => {
     assert.is(layer.localTokensPerExpert.reduce((s, v) => s + v, 0), 0, 'reset');
   }));
 
+  test('dropping or swapping saved activations by name gives identical gradients (recompute recipes)', () => tf.tidy(() => {
+    const cfg = makeCfg({ auxLoss: [{ type: 'switch', coeff: 0.1 }], zLossCoeff: 0.01, capacityFactor: 1.0, inputJitterEps: 0.1 });
+    const params = new ParamStore();
+    const layer = new MoELayer(cfg, 0, params, 'm', init);
+    const x = tf.randomNormal([B, S, H], 0, 1, 'float32', 5), dy = tf.randomNormal([B, S, H], 0, 1, 'float32', 6);
+    const pass = (policy: (rec: SavedActivations) => void, recordStats = true) => {
+      const rec = new SavedActivations('m'), grads = new GradStore(), ctx = defaultContext({ lossScale: 0.5, recordStats });
+      tf.dispose(layer.forward(x, rec, ctx));
+      policy(rec);
+      const dx = layer.backward(dy, rec, grads, ctx);
+      const out = [dx.dataSync(), ...params.names().map((n) => grads.get(n)!.dataSync())];
+      grads.dispose(); rec.dispose();
+      return { out, stats: ctx.routerStats.length };
+    };
+    const base = pass(() => {});
+    const dropped = pass((rec) => { for (const n of ['permutedTokens', 'fc1Out', 'fc3Out', 'act', 'sharedFc1Out', 'sharedFc3Out', 'sharedAct', 'routerJitter']) rec.drop(n); });
+    const swapped = pass((rec) => { for (const i of rec.list()) rec.toHost(i.name); });
+    const replay = pass(() => {}, false);
+    base.out.forEach((b, i) => {
+      assertClose(dropped.out[i], b, 1e-6, `recompute [${i}]`);
+      assertClose(swapped.out[i], b, 1e-6, `swap [${i}]`);
+      assertClose(replay.out[i], b, 1e-6, `recordStats=false replay [${i}]`);
+    });
+    assert.is(base.stats, 1);
+    assert.is(replay.stats, 0, 'a replay records no stats');
+  }));
+
   test('savedNames are what forward saves; no tensor leak over repeated forward/backward', async () => {
     const cfg = makeCfg({ auxLoss: [{ type: 'switch', coeff: 0.1 }], zLossCoeff: 0.01, capacityFactor: 1.0 });
     const params = new ParamStore();

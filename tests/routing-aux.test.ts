@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { assertClose } from './support/backends.ts';
 import {
-  switchAuxLoss, seqAuxLoss, globalAuxLoss, epGroupAuxLoss, GlobalAuxTracker, zLoss, auxLossScores, auxRoutingMap,
+  switchAuxLoss, seqAuxLoss, globalAuxLoss, epGroupAuxLoss, GlobalAuxTracker, zLoss, auxLossScores, auxLossScoresBackward, auxRoutingMap,
   updateExpertBias, routeTokens, countsPerExpert,
 } from '../src/model/routing/index.ts';
 import { resolveConfig } from '../src/model/config.ts';
@@ -72,6 +72,16 @@ test('aux scores: softmax over all E, or σ/Σσ for sigmoid', () => {
   assertClose(auxLossScores(l, 1, 2, 'softmax'), [0.25, 0.75], 1e-12, 'softmax');
   const a = 0.5, b = 0.75; // σ(0), σ(ln 3)
   assertClose(auxLossScores(l, 1, 2, 'sigmoid'), [a / (a + b), b / (a + b)], 1e-12, 'normalised sigmoid');
+});
+
+test('auxLossScoresBackward matches central finite differences (softmax and sigmoid)', () => {
+  const T = 3, E = 4, l = [0.3, -1, 2, 0.5, 1, 1, -0.2, 0, -2, 0.4, 0.1, 1.5];
+  const g = [0.2, -0.4, 1, 0.3, -1, 0.5, 0.7, 0.1, 0.9, -0.3, 0.2, -0.6]; // upstream ∂L/∂s
+  for (const fn of ['softmax', 'sigmoid'] as const) {
+    const f = (x: number[]) => auxLossScores(x, T, E, fn).reduce((a, v, i) => a + v * g[i], 0);
+    const fd = l.map((_, i) => { const p = [...l], m = [...l]; p[i] += 1e-6; m[i] -= 1e-6; return (f(p) - f(m)) / 2e-6; });
+    assertClose(auxLossScoresBackward(l, auxLossScores(l, T, E, fn), g, T, E, fn), fd, 1e-6, fn);
+  }
 });
 
 test('pinned: the aux map is a plain top-k, ignoring expert bias and groups (routing differs)', () => {

@@ -4,6 +4,7 @@
 import { tf, type KernelConfig } from './tfjs.ts';
 import { batchMatMulWasm, fusedMatMulWasm } from './matmul.ts';
 import { sliceWasm, splitVWasm } from './slice.ts';
+import { gatherV2Wasm, gatherV2Cpu } from './gather.ts';
 import { oneHotWasm, sumWasm, unsortedSegmentSumWasm, unsortedSegmentSumCpu } from './reduce.ts';
 import { groupedGemmWasm, groupedGemmCpu } from './grouped.ts';
 
@@ -34,11 +35,13 @@ export function registerOverrides(backend: string): void {
     replace('_FusedMatMul', 'wasm', fusedMatMulWasm);
     replace('Slice', 'wasm', sliceWasm);
     replace('SplitV', 'wasm', splitVWasm);
+    replace('GatherV2', 'wasm', gatherV2Wasm);
     replace('OneHot', 'wasm', oneHotWasm);
     replace('Sum', 'wasm', sumWasm);
     add(unsortedSegmentSumWasm);
     add(groupedGemmWasm);
   } else if (backend === 'cpu') {
+    replace('GatherV2', 'cpu', gatherV2Cpu);
     add(unsortedSegmentSumCpu);
     add(groupedGemmCpu);
   }

@@ -1,15 +1,13 @@
 // One router call on the host, end to end (moe-semantics §1): logits [T, E] → score function and
-// top-k → capacity dropping/padding → aux + z losses (training only) → permutation plan. Plus the
+// top-k → capacity dropping/padding → aux + z losses (training only; aux-fused.ts) → permutation plan. Plus the
 // backward: gradient w.r.t. the permuted probs → dlogits (selected scores only) + scale·∂(aux+z)/∂logits.
 // This is the whole routing decision of a MoE layer; the tensor executor (moe/router.ts) wraps it.
 import type { MoEConfig } from '../config.ts';
 import { topkRouting, topkRoutingBackwardSparse, type TopkRouting } from './score.ts';
 import { applyTokenDropping } from './capacity.ts';
 import { permutePlan, type PermutePlan } from './permute-plan.ts';
-import {
-  auxLossScores, auxLossScoresBackward, auxRoutingMap, countsPerExpert, switchAuxLoss, seqAuxLoss,
-  globalAuxLoss, epGroupAuxLoss, zLoss, type GlobalAuxTracker, type AuxLossResult,
-} from './aux-loss.ts';
+import { zLoss, type GlobalAuxTracker } from './aux-loss.ts';
+import { fusedAuxLosses } from './aux-fused.ts';
 
 export interface RouteOptions {
   /** Aux and z losses are built only in training (Megatron: grad enabled). */
@@ -56,32 +54,11 @@ export function routeTokens(logits: ArrayLike<number>, T: number, E: number, moe
   }
   const auxLosses: Record<string, number> = {};
   let auxDLogits: Float64Array | null = null;
-  const active = moe.auxLoss.filter((a) => a.coeff > 0);
-  if (opts.training && active.length > 0) {
-    // reuse the router's work where it is provably the same: σ(logits), softmax(logits) (pre-softmax),
-    // and the top-k itself when neither bias nor groups changed the selection (σ/Σσ and softmax keep the row order)
-    const sig = moe.scoreFunction === 'sigmoid' ? routing.scores : null;
-    const s = moe.scoreFunction === 'softmax' && moe.preSoftmax ? routing.scores : auxLossScores(logits, T, E, moe.scoreFunction, sig); // [T, E]
-    const plainTopk = moe.numGroups === null && !(moe.scoreFunction === 'sigmoid' && opts.expertBias);
-    const m = plainTopk ? routing.routingMap : auxRoutingMap(s, T, E, k);   // [T, E] plain top-k
-    const dS = new Float64Array(T * E);                               // Σ ∂aux/∂s, accumulated in place
-    for (const a of active) {
-      let r: AuxLossResult;
-      if (a.type === 'switch') r = switchAuxLoss(s, m, T, E, k, a.coeff, dS);
-      else if (a.type === 'seq') r = seqAuxLoss(s, m, T, E, k, opts.seqLen ?? T, a.coeff, dS);
-      else if (a.type === 'global') {
-        const tracker = opts.globalTracker;
-        if (!tracker) throw new Error(`'global' aux loss needs a GlobalAuxTracker`);
-        if (opts.updateGlobalTracker ?? true) tracker.add(countsPerExpert(m, T, E));
-        r = globalAuxLoss(s, T, E, k, tracker, a.coeff, opts.globalGroupSize ?? 1, dS);
-      } else {
-        const local = countsPerExpert(m, T, E);
-        const group = opts.epGroupCounts ? opts.epGroupCounts(local) : [local];
-        r = epGroupAuxLoss(s, T, E, k, group, a.coeff, T * group.length, dS);
-      }
-      auxLosses[a.type] = (auxLosses[a.type] ?? 0) + r.value;
-    }
-    auxDLogits = auxLossScoresBackward(logits, s, dS, T, E, moe.scoreFunction, sig);
+  if (opts.training && moe.auxLoss.some((a) => a.coeff > 0)) {
+    auxDLogits = new Float64Array(T * E);
+    Object.assign(auxLosses, fusedAuxLosses(logits, routing, moe, {
+      ...opts, selectionModified: moe.numGroups !== null || (moe.scoreFunction === 'sigmoid' && !!opts.expertBias),
+    }, auxDLogits));
   }
   if (opts.training && moe.zLossCoeff > 0) {
     auxDLogits ??= new Float64Array(T * E);

@@ -42,6 +42,8 @@ export class SavedLedger {
 
   /** The next free of (rec, name) is a swap-out. */
   expectSwap(rec: SavedActivations, name: string): void { this.pendingSwap.add(key(rec, name)); }
+  /** Undo expectDrop (the drop did not happen). */
+  forgetDrop(rec: SavedActivations, name: string): void { this.dropped.delete(key(rec, name)); }
   /** The next free of (rec, name) is a recompute drop. */
   expectDrop(rec: SavedActivations, name: string): void { this.dropped.add(key(rec, name)); }
 

@@ -1,0 +1,37 @@
+// The executor's view of a model: saved-activation descriptors under the names the records really
+// use, per-layer forward FLOPs, and the chunk costs charged to the simulated devices. Pure.
+//
+// modelLayout (src/parallel/memory) names MoE entries 'moe.x', 'moe.act', ...; the MoE layer saves
+// them unprefixed in the layer's record ('x', 'act', ...), so the prefix is stripped here (the module
+// classes are computed from the prefixed names, so nothing else changes).
+import type { ModelConfig } from '../../model/config.ts';
+import { modelLayout, type SavedActivationDesc } from '../memory/descriptors.ts';
+import type { ChunkCosts } from './stage-runner.ts';
+
+export interface ExecLayout {
+  /** Descriptors with record names (one micro-batch). */
+  descs: SavedActivationDesc[];
+  layerFlops: Map<number, number>;
+  costs: ChunkCosts;
+  recomputeFlops: (layer: number, name: string) => number;
+}
+
+/** Record name of a descriptor name. */
+export const recordName = (name: string): string => name.replace(/^moe\./, '');
+
+export function execLayout(cfg: ModelConfig, batch: number, seqLen: number, opts: { ep?: number; chargeEmbeddingHead?: boolean } = {}): ExecLayout {
+  const lay = modelLayout(cfg, { seqLen, microBatchSize: batch, ep: opts.ep });
+  const descs = lay.descs.map((d) => ({ ...d, name: recordName(d.name) }));
+  const flopsOf = new Map(descs.map((d) => [`${d.layer}/${d.name}`, d.recomputeFlops]));
+  const T = batch * seqLen, H = cfg.hiddenSize, V = cfg.vocabSize;
+  const headFlops = 2 * T * H * V;
+  const lastFlops = lay.forwardFlops.get(cfg.numLayers - 1) ?? 0;
+  const costs: ChunkCosts = {
+    layerForwardFlops: (l) => lay.forwardFlops.get(l) ?? 0,
+    embeddingBytes: 2 * T * H * 4,                        // gather: read + write the rows
+    headFlops,
+    mtpFlops: lastFlops + 2 * T * 2 * H * H + headFlops, // block + projection + head
+    chargeEmbeddingHead: opts.chargeEmbeddingHead ?? true,
+  };
+  return { descs, layerFlops: lay.forwardFlops, costs, recomputeFlops: (l, n) => flopsOf.get(`${l}/${n}`) ?? 0 };
+}

@@ -1,0 +1,219 @@
+// Pipeline executor: runs the per-rank action lists of a schedule (src/parallel/pipeline) for real on
+// a simulated cluster. Rank r of the pipeline is device `ranks[r]`; model chunk c = v·p + r runs the
+// layers the partition gave it. Activations go forward and gradients backward with `sendRecv`
+// between stage devices (real tensor copies, charged on the link); every F/B/recompute/swap is an
+// event on the device timeline, so the executed timeline gives the step time and the bubble.
+//
+// Execution order: one process plays every rank. At each step the runnable rank whose next action
+// can start earliest (simulated time) goes; a recv is runnable once its message was sent; sends run
+// right after the compute that produced them. A schedule that deadlocks throws. Gradients accumulate
+// over micro-batches into one GradStore per rank (ctx.lossScale = 1/M), then merge (the tied
+// embedding/head weight, if any, is summed across its two ranks with an all-reduce).
+import { tf } from '../../backend/tf.ts';
+import type { Cluster } from '../../device/cluster.ts';
+import type { SimEvent } from '../../device/timeline.ts';
+import type { MoEGPT, LossReport } from '../../model/gpt.ts';
+import { GradStore, type ForwardContext } from '../../model/module.ts';
+import type { Action, Schedule } from '../pipeline/schedule.ts';
+import type { Partition } from '../pipeline/partition.ts';
+import type { MemoryPlan } from '../memory/policy.ts';
+import { MemoryExecutor } from './memory-executor.ts';
+import { SavedLedger } from './saved-ledger.ts';
+import { ChunkRunner, type ChunkCosts, type MicroBatch } from './stage-runner.ts';
+
+export interface PipelineRunOptions {
+  model: MoEGPT;
+  cluster: Cluster;
+  schedule: Schedule;
+  partition: Partition;
+  microBatches: MicroBatch[];
+  costs: ChunkCosts;
+  /** Recompute/swap plan (global layer indices); null = keep everything. */
+  plan?: MemoryPlan | null;
+  recomputeFlops?: (layer: number, name: string) => number;
+  /** Device of pipeline rank r (default r). */
+  ranks?: number[];
+  /** ctx.seed of micro-batch m (default 1 + m). */
+  seedOf?: (m: number) => number;
+  /** Charge the weights and gradient buffers of each rank's chunks to its HBM (default true). */
+  chargeWeights?: boolean;
+}
+
+export interface PipelineRunResult {
+  /** Mean over micro-batches of the per-micro-batch loss (what the single-device step reports). */
+  loss: number;
+  reports: LossReport[];
+  grads: GradStore;
+  /** Per micro-batch context (router statistics in forward order of the layers). */
+  contexts: ForwardContext[];
+  ledgers: SavedLedger[];
+  /** Per rank: most micro-batches in flight on a chunk. */
+  peakInFlight: number[];
+  /** Events of each rank's compute actions, for the Gantt chart: [rank][k]. */
+  computeSpans: { rank: number; kind: 'F' | 'B'; microBatch: number; chunk: number; start: number; end: number }[];
+}
+
+type Msg = { tensor: tf.Tensor; event: SimEvent | null };
+
+export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
+  const { model, cluster, schedule: s, partition: part } = o;
+  const p = s.pp, v = s.vpp, M = s.numMicroBatches;
+  if (part.pp !== p || part.vpp !== v) throw new Error(`partition is pp=${part.pp} vpp=${part.vpp}, schedule pp=${p} vpp=${v}`);
+  if (o.microBatches.length !== M) throw new Error(`schedule has ${M} micro-batches, got ${o.microBatches.length}`);
+  if (s.splitBackward) throw new Error('split backward (B/W) is not executed yet: use splitBackward: false');
+  const ranks = o.ranks ?? Array.from({ length: p }, (_, r) => r);
+  const C = p * v;
+  const ledgers = ranks.map((d) => new SavedLedger(cluster.device(d)));
+  const mems = ranks.map((d, r) => new MemoryExecutor(o.plan ?? null, ledgers[r], cluster.device(d), { recomputeFlops: o.recomputeFlops }));
+  // runners[r][chunk]
+  const runners = ranks.map((d, r) => Array.from({ length: v }, (_, c) => {
+    const ch = part.chunks[c * p + r];
+    return new ChunkRunner(model, ch.start, ch.end, ch.index === 0, ch.index === C - 1, cluster.device(d), mems[r], ledgers[r], o.costs, `rank${r}.chunk${c}`);
+  }));
+  const contexts: ForwardContext[] = o.microBatches.map((_, m) => ({
+    training: true, lossScale: 1 / M, seed: o.seedOf ? o.seedOf(m) : 1 + m, routerStats: [], recordStats: true,
+  }));
+  const grads = ranks.map(() => new GradStore());
+  const weightAllocs = o.chargeWeights === false ? [] : chargeWeights(model, cluster, ranks, part);
+  const mailbox = new Map<string, Msg>();              // `${dir}/${mb}/${stage}` → message for that stage
+  const inputs = ranks.map(() => new Map<string, Msg>()); // received, waiting for their compute
+  const reports: LossReport[] = new Array(M);
+  const spans: PipelineRunResult['computeSpans'] = [];
+  const pc = ranks.map(() => 0);
+  const lastCompute = ranks.map(() => null as SimEvent | null);
+  const stage = (r: number, chunk: number) => chunk * p + r;
+  const out = ranks.map(() => new Map<string, tf.Tensor>()); // outputs waiting for their send
+
+  const readyTime = (r: number): number | null => {
+    const a = s.ranks[r][pc[r]];
+    if (!a) return null;
+    const tl = cluster.timeline, dev = ranks[r];
+    if (a.kind === 'recv') {
+      const msg = mailbox.get(`${a.dir}/${a.microBatch}/${stage(r, a.chunk)}`);
+      return msg ? (msg.event?.end ?? 0) : null;
+    }
+    if (a.kind === 'send') return tl.streamFree(dev, 'compute');
+    const inp = inputs[r].get(`${a.kind === 'F' ? 'fwd' : 'bwd'}/${a.microBatch}/${a.chunk}`);
+    return tl.readyTime(dev, 'compute', inp?.event ? [inp.event] : []);
+  };
+
+  const exec = (r: number, a: Action): void => {
+    const dev = ranks[r];
+    if (a.kind === 'recv') {
+      const k = `${a.dir}/${a.microBatch}/${stage(r, a.chunk)}`;
+      inputs[r].set(`${a.dir}/${a.microBatch}/${a.chunk}`, mailbox.get(k)!);
+      mailbox.delete(k);
+      return;
+    }
+    if (a.kind === 'send') {
+      const key = `${a.dir}/${a.microBatch}/${a.chunk}`;
+      const t = out[r].get(key)!;
+      out[r].delete(key);
+      const to = a.dir === 'fwd' ? stage(r, a.chunk) + 1 : stage(r, a.chunk) - 1;
+      const res = cluster.comm.sendRecv(dev, ranks[a.peer], t, { label: `${a.dir} mb${a.microBatch} s${stage(r, a.chunk)}→s${to}`, after: lastCompute[r] ? [lastCompute[r]!] : [], group: 'pp' });
+      t.dispose();
+      mailbox.set(`${a.dir}/${a.microBatch}/${to}`, { tensor: res.output, event: res.events[res.events.length - 1] });
+      return;
+    }
+    if (a.kind === 'W') throw new Error('W actions need split backward, which is not executed');
+    const runner = runners[r][a.chunk];
+    const st = stage(r, a.chunk);
+    const m = a.microBatch;
+    const t0 = cluster.timeline.events.length;
+    if (a.kind === 'F') {
+      let msg: Msg | null = null;
+      if (st > 0) msg = takeInput(r, 'fwd', m, a.chunk, st);
+      const res = runner.forward(m, o.microBatches[m], contexts[m], msg?.tensor ?? null, msg?.event ? [msg.event] : []);
+      msg?.tensor.dispose();
+      if (res.event) lastCompute[r] = res.event;
+      if (res.output) {
+        if (st < C - 1 && part.chunks[st + 1].stage !== r) out[r].set(`fwd/${m}/${a.chunk}`, res.output);
+        else inputs[part.chunks[st + 1].stage].set(`fwd/${m}/${part.chunks[st + 1].virtual}`, { tensor: res.output, event: res.event });
+      }
+    } else {
+      let msg: Msg | null = null;
+      if (st < C - 1) msg = takeInput(r, 'bwd', m, a.chunk, st);
+      const res = runner.backward(m, msg?.tensor ?? null, grads[r], msg?.event ? [msg.event] : []);
+      msg?.tensor.dispose();
+      if (res.report) reports[m] = res.report;
+      if (res.event) lastCompute[r] = res.event;
+      if (res.dInput) {
+        if (part.chunks[st - 1].stage !== r) out[r].set(`bwd/${m}/${a.chunk}`, res.dInput);
+        else inputs[part.chunks[st - 1].stage].set(`bwd/${m}/${part.chunks[st - 1].virtual}`, { tensor: res.dInput, event: res.event });
+      }
+    }
+    const evs = cluster.timeline.events.slice(t0).filter((e) => e.stream === 'compute' && e.device === dev);
+    if (evs.length) spans.push({ rank: r, kind: a.kind, microBatch: m, chunk: a.chunk, start: evs[0].start, end: evs[evs.length - 1].end });
+  };
+
+  const takeInput = (r: number, dir: 'fwd' | 'bwd', m: number, chunk: number, st: number): Msg => {
+    const k = `${dir}/${m}/${chunk}`;
+    const msg = inputs[r].get(k);
+    if (!msg) throw new Error(`rank ${r}: ${dir === 'fwd' ? 'F' : 'B'}(mb ${m}, stage ${st}) has no input (missing recv?)`);
+    inputs[r].delete(k);
+    return msg;
+  };
+
+  try {
+    for (;;) {
+      let best = -1, bestT = Infinity;
+      for (let r = 0; r < p; r++) {
+        const t = readyTime(r);
+        if (t !== null && t < bestT) { best = r; bestT = t; }
+      }
+      if (best < 0) {
+        if (pc.every((i, r) => i >= s.ranks[r].length)) break;
+        throw new Error(`pipeline deadlock: ${pc.map((i, r) => `rank ${r} at ${JSON.stringify(s.ranks[r][i])}`).join('; ')}`);
+      }
+      exec(best, s.ranks[best][pc[best]++]);
+      // sends go right after the compute that produced them
+      while (s.ranks[best][pc[best]]?.kind === 'send') exec(best, s.ranks[best][pc[best]++]);
+    }
+  } finally {
+    for (const rr of runners) for (const c of rr) c.dispose();
+    for (const mp of [mailbox, ...inputs]) for (const msg of mp.values()) msg.tensor.dispose();
+    for (const mp of out) for (const t of mp.values()) t.dispose();
+    for (const [d, a] of weightAllocs) cluster.device(d).hbm.release(a);
+  }
+  const merged = mergeGrads(model, cluster, ranks, grads);
+  return {
+    loss: reports.reduce((a, rep) => a + rep.loss, 0) / M, reports, grads: merged, contexts, ledgers,
+    peakInFlight: runners.map((rr) => Math.max(...rr.map((c) => c.peakInFlight))), computeSpans: spans,
+  };
+}
+
+/** Parameters of each pipeline rank (by name prefix), charged as 'weights' and 'gradients'. */
+function chargeWeights(model: MoEGPT, cluster: Cluster, ranks: number[], part: Partition) {
+  const allocs: [number, ReturnType<Cluster['devices'][number]['hbm']['alloc']>][] = [];
+  const C = part.chunks.length;
+  for (const [name, v] of model.params.vars) {
+    const owners = new Set<number>();
+    const m = /^layers\.(\d+)\./.exec(name);
+    if (m) owners.add(part.stageOfLayer[Number(m[1])]);
+    else if (name.startsWith('embedding.')) { owners.add(part.chunks[0].stage); if (model.cfg.tieEmbeddings) owners.add(part.chunks[C - 1].stage); }
+    else owners.add(part.chunks[C - 1].stage); // head, final norm, MTP
+    for (const r of owners) {
+      const dev = cluster.device(ranks[r]);
+      const bytes = v.size * (dev.elementBytes ?? 4);
+      allocs.push([ranks[r], dev.hbm.alloc('weights', name, bytes)]);
+      allocs.push([ranks[r], dev.hbm.alloc('gradients', name, bytes)]);
+    }
+  }
+  return allocs;
+}
+
+/** One GradStore from the per-rank ones; a weight with gradients on two ranks (tied embedding) is all-reduced. */
+function mergeGrads(_model: MoEGPT, cluster: Cluster, ranks: number[], grads: GradStore[]): GradStore {
+  const merged = new GradStore();
+  const holders = new Map<string, number[]>();
+  grads.forEach((g, r) => { for (const n of g.grads.keys()) holders.set(n, [...(holders.get(n) ?? []), r]); });
+  for (const [n, rs] of holders) {
+    if (rs.length === 1) { merged.grads.set(n, grads[rs[0]].get(n)!); grads[rs[0]].grads.delete(n); continue; }
+    const group = cluster.group('embd', rs.map((r) => ranks[r]));
+    const res = cluster.comm.allReduce(group, rs.map((r) => grads[r].get(n)!), { label: `allreduce ${n}` });
+    merged.grads.set(n, res.outputs[0]); // ownership moves to the merged store
+    tf.dispose(res.outputs.slice(1));
+  }
+  for (const g of grads) g.dispose();
+  return merged;
+}

@@ -1,0 +1,149 @@
+// One training step of a model on a simulated cluster with pipeline parallelism, recomputation and
+// swapping: the entry point for the CLI (`ultramoe train --parallel pp=4 --vpp 2 --micro-batches 8
+// --schedule 1f1b --recompute <...> --swap <...> --memory-budget <bytes>`).
+//
+//   const r = await runTrainStep(model, { pp: 4, vpp: 2, microBatches: mbs, schedule: 'interleaved',
+//                                         recompute: 'core_attn,moe_act', swap: 'none' });
+//   r.loss, r.grads (GradStore, caller disposes), r.perDevicePeakByCategory, r.bubbleFraction,
+//   r.stepTimeSeconds, r.trace (Perfetto JSON), r.ganttSvg
+//
+// Planning is pure (partition, schedule, plan); `runPipeline` executes. Layer costs for the partition
+// and the timeline come from the config's FLOPs (execLayout) and the device's cost functions.
+import type { Cluster } from '../../device/cluster.ts';
+import { Cluster as ClusterImpl } from '../../device/cluster.ts';
+import { computeTime } from '../../device/cost.ts';
+import { getSpec } from '../../device/specs.ts';
+import type { DeviceSpec } from '../../device/specs.ts';
+import type { MoEGPT } from '../../model/gpt.ts';
+import type { GradStore } from '../../model/module.ts';
+import { MODULE_CLASSES, type ModuleClass, type SavedActivationDesc } from '../memory/descriptors.ts';
+import { makePlan, type MemoryPlan, type RecomputePolicy, type SwapPolicy } from '../memory/policy.ts';
+import { planMemory } from '../memory/planner.ts';
+import { partitionLayers, type Partition } from '../pipeline/partition.ts';
+import { scheduleGPipe, schedule1F1B, scheduleInterleaved, warmupInterleaved, type Schedule } from '../pipeline/schedule.ts';
+import { execLayout } from './layout.ts';
+import { runPipeline, type PipelineRunResult } from './pipeline-executor.ts';
+import { ganttSvg, hostSwappedPeak, measureBubble, peakByCategory } from './report.ts';
+import type { MicroBatch } from './stage-runner.ts';
+
+export type ScheduleKind = 'gpipe' | '1f1b' | 'interleaved';
+
+export interface TrainStepOptions {
+  pp: number;
+  vpp?: number;
+  schedule?: ScheduleKind;               // default: interleaved if vpp > 1 else 1f1b
+  microBatches: MicroBatch[];
+  /** 'none' | 'full' | comma-separated module classes (selective), e.g. 'core_attn,moe_act,norm'. */
+  recompute?: string;
+  /** Layers per full-recompute group (Megatron recompute_num_layers, method 'uniform'). */
+  recomputeNumLayers?: number;
+  /** 'none' | comma-separated module classes to offload to host. */
+  swap?: string;
+  minOffloadSize?: number;
+  offloadFraction?: number;
+  /** Activation bytes per device at the peak: the planner chooses recompute/swap per (class, layer). */
+  memoryBudget?: number;
+  /** A cluster to run on (pipeline rank r = device r), else one node of `spec` (default ascend-910b). */
+  cluster?: Cluster;
+  spec?: DeviceSpec;
+  /** false: embedding/head/MTP cost nothing on the timeline (uniform stages). */
+  chargeEmbeddingHead?: boolean;
+  /** Render the Gantt SVG (default true). */
+  gantt?: boolean;
+  /** EP size, for the permute recompute cost only (EP is not executed here). */
+  ep?: number;
+}
+
+export interface TrainStepResult {
+  loss: number;
+  grads: GradStore;
+  perDevicePeakByCategory: Record<string, number>[];
+  hostSwappedPeakBytes: number[];
+  /** Peak resident saved-activation bytes per pipeline rank (SavedActivations ledger). */
+  peakActivationBytes: number[];
+  bubbleFraction: number;
+  epCommHiddenFraction?: number;
+  stepTimeSeconds: number;
+  trace: ReturnType<Cluster['trace']>;
+  ganttSvg: string;
+  plan: MemoryPlan | null;
+  partition: Partition;
+  schedule: Schedule;
+  run: PipelineRunResult;
+  cluster: Cluster;
+}
+
+/** Parse a module-class list ('a,b'); throws on unknown names. */
+export function parseModules(s: string): ModuleClass[] {
+  const names = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = names.filter((n) => !(MODULE_CLASSES as readonly string[]).includes(n));
+  if (bad.length) throw new Error(`unknown module class(es) ${bad.join(', ')} (known: ${MODULE_CLASSES.join(', ')})`);
+  return names as ModuleClass[];
+}
+
+export function makeSchedule(kind: ScheduleKind, pp: number, vpp: number, M: number): Schedule {
+  if (kind === 'interleaved') return scheduleInterleaved(pp, vpp, M);
+  if (vpp !== 1) throw new Error(`schedule '${kind}' needs vpp = 1 (got ${vpp}); use 'interleaved'`);
+  return kind === 'gpipe' ? scheduleGPipe(pp, M) : schedule1F1B(pp, M);
+}
+
+/** Micro-batches alive at the peak on pipeline rank r (whole-stage units) for the planner. */
+export function inFlightOf(kind: ScheduleKind, pp: number, vpp: number, M: number, r: number): number {
+  if (kind === 'gpipe') return M;
+  if (kind === '1f1b') return Math.min(pp - r, M);
+  return Math.min(M, Math.ceil((warmupInterleaved(pp, r, vpp, M) + 1) / vpp));
+}
+
+/** The memory plan for the options (pure): fixed policies, or the planner under a budget per rank. */
+export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainStepOptions, kind: ScheduleKind, spec: DeviceSpec, layerFlops: Map<number, number>): MemoryPlan | null {
+  const stageLayers = part.chunks.map((c) => Array.from({ length: c.end - c.start }, (_, i) => c.start + i));
+  const M = o.microBatches.length, vpp = o.vpp ?? 1;
+  if (o.memoryBudget !== undefined) {
+    const perLayer = [...layerFlops.values()].reduce((a, b) => a + b, 0) / Math.max(layerFlops.size, 1);
+    const flops = perLayer / computeTime(perLayer, spec); // effective FLOP/s of one layer's op, as charged
+    const entries: MemoryPlan['entries'] = [], fullLayers: number[] = [];
+    for (const st of part.stages) {
+      const layers = new Set(st.chunks.flatMap((c) => stageLayers[c.index]));
+      const mine = descs.filter((d) => layers.has(d.layer));
+      if (!mine.length) continue;
+      const res = planMemory(mine, {
+        budgetBytes: o.memoryBudget, flops, hostBandwidth: spec.hostLink.bandwidth * spec.hostLink.efficiency,
+        inFlight: inFlightOf(kind, o.pp, vpp, M, st.stage), forwardFlops: layerFlops,
+      });
+      entries.push(...res.plan.entries);
+      fullLayers.push(...res.plan.fullLayers);
+    }
+    return { entries, fullLayers };
+  }
+  const rc = o.recompute ?? 'none', sw = o.swap ?? 'none';
+  if (rc === 'none' && sw === 'none') return null;
+  const recompute: RecomputePolicy = rc === 'none' ? { recomputeGranularity: 'none' }
+    : rc === 'full' ? { recomputeGranularity: 'full', recomputeMethod: 'uniform', recomputeNumLayers: o.recomputeNumLayers ?? 1 }
+    : { recomputeGranularity: 'selective', recomputeModules: parseModules(rc) };
+  const swap: SwapPolicy = sw === 'none' ? { offloadModules: [] }
+    : { offloadModules: parseModules(sw), minOffloadSize: o.minOffloadSize, offloadFraction: o.offloadFraction };
+  return makePlan(descs, recompute, swap, stageLayers);
+}
+
+export async function runTrainStep(model: MoEGPT, o: TrainStepOptions): Promise<TrainStepResult> {
+  const vpp = o.vpp ?? 1, M = o.microBatches.length;
+  const kind: ScheduleKind = o.schedule ?? (vpp > 1 ? 'interleaved' : '1f1b');
+  const { batch, seqLen } = o.microBatches[0];
+  const cluster = o.cluster ?? new ClusterImpl({ spec: o.spec ?? getSpec('ascend-910b'), nodes: 1, devicesPerNode: Math.max(o.pp, 1) });
+  const lay = execLayout(model.cfg, batch, seqLen, { ep: o.ep, chargeEmbeddingHead: o.chargeEmbeddingHead });
+  const layerCosts = Array.from({ length: model.cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0);
+  const part = partitionLayers(layerCosts, o.pp, vpp);
+  const schedule = makeSchedule(kind, o.pp, vpp, M);
+  const plan = planFor(lay.descs, part, o, kind, cluster.spec, lay.layerFlops);
+  const ranks = Array.from({ length: o.pp }, (_, r) => r);
+  const run = runPipeline({ model, cluster, schedule, partition: part, microBatches: o.microBatches, costs: lay.costs, plan, recomputeFlops: lay.recomputeFlops, ranks });
+  const bubble = measureBubble(cluster, ranks);
+  return {
+    loss: run.loss, grads: run.grads,
+    perDevicePeakByCategory: peakByCategory(cluster, ranks), hostSwappedPeakBytes: hostSwappedPeak(cluster),
+    peakActivationBytes: run.ledgers.map((l) => l.peakResidentBytes),
+    bubbleFraction: bubble.bubbleFraction, stepTimeSeconds: cluster.timeline.makespan,
+    trace: cluster.trace(), ganttSvg: o.gantt === false ? '' : await ganttSvg(cluster, ranks),
+    plan, partition: part, schedule, run, cluster,
+  };
+}
