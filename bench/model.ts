@@ -108,6 +108,7 @@ async function run(backend: BackendName) {
     modelFlopsPerToken: fl.total, modelFlopsPerTokenLinear: fl.linear, modelFlopsPerTokenCoreAttention: fl.core,
     modelGflops: +gflops.toFixed(2), modelGflopsPerCpuSecond: +gflopsCpu.toFixed(2), denseGemmGflops: +dense.toFixed(2), denseGemmSize: backend === 'cpu' ? 256 : 512,
     moduleCpuMs: Object.fromEntries([...moduleMs].map(([k, v]) => [k, +v.toFixed(1)]).sort()),
+    savedActivationMB: +(model.savedActivationReport().reduce((a, e) => a + e.bytes, 0) / 2 ** 20).toFixed(2),
     kernelCount: kernels.reduce((a, k) => a + k.count, 0), topKernels: kernels.slice(0, 15),
   };
   console.log(`${backend}: ${preset} B=${B} S=${S}: ${ms.toFixed(0)} ms/step (${cpuMs.toFixed(0)} ms CPU), ${tokensPerSec.toFixed(0)} tok/s, ` +

@@ -64,6 +64,16 @@ forEachBackend('model-gpt', (test) => {
     g.dispose(); m.dispose();
   });
 
+  test('causal: logits at position s do not depend on later tokens', () => {
+    const m = new MoEGPT(resolveConfig('tiny', { ...cfg, attention: 'gqa', numKvHeads: 1, headDim: 8 }), 2);
+    const a = Int32Array.from({ length: 6 }, (_, i) => i + 1), b = a.slice(); b[4] = 40; b[5] = 50;
+    const la = m.logits(a, 1, 6), lb = m.logits(b, 1, 6);
+    const va = la.dataSync(), vb = lb.dataSync();
+    assertClose(vb.slice(0, 4 * 64), va.slice(0, 4 * 64), 1e-6, 'positions 0..3');
+    assert.ok(Math.abs(vb[5 * 64] - va[5 * 64]) > 1e-6, 'position 5 changes');
+    tf.dispose([la, lb]); m.dispose();
+  });
+
   test('two micro-batches at lossScale 1/2 accumulate the mean gradient', () => {
     const m = new MoEGPT(cfg, 2);
     const g1 = new GradStore(), g2 = new GradStore();

@@ -59,6 +59,7 @@ const variants: [string, ConfigOverrides, boolean][] = [
   ['MoE GQA pre-norm, softmax router, seq aux', { attention: 'gqa', norm: 'pre', moe: { ...small.moe, scoreFunction: 'softmax', topkScalingFactor: null, auxLoss: [{ type: 'seq', coeff: 0.1 }] } }, true],
   ['dense stand-in, MLA sandwich', { attention: 'mla', norm: 'sandwich' }, false],
   ['dense stand-in, GQA pre-norm', { attention: 'gqa', norm: 'pre' }, false],
+  ['dense stand-in, GQA sandwich, 2 MTP depths', { attention: 'gqa', norm: 'sandwich', numMtpLayers: 2 }, false],
   ['dense stand-in, MLA pre-norm tied, no q-LoRA', { attention: 'mla', norm: 'pre', tieEmbeddings: true, mla: { ...small.mla!, qLoraRank: null } }, false],
 ];
 

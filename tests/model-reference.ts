@@ -4,7 +4,6 @@
 import { tf } from './support/backends.ts';
 import { isMoELayer, type ModelConfig } from '../src/model/config.ts';
 import type { ParamStore } from '../src/model/module.ts';
-import { mtpShift } from '../src/model/mtp.ts';
 
 export type P = (name: string) => tf.Tensor;
 /** Reference MoE FFN on [T, H]: output and the aux+z loss terms it adds to the total. */
@@ -91,6 +90,18 @@ export function refCE(logits: tf.Tensor, targets: Int32Array): tf.Scalar {
   return tf.div(tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.tensor2d(oh, [T, V])))), Math.max(n, 1)) as tf.Scalar;
 }
 
+/** MTP depth k inputs/targets, from targets (targets[b,s] = tokens[b,s+1]): ids_k[b,s] = tokens[b,s+k],
+ *  targets_k[b,s] = tokens[b,s+k+1]; id 0 / target −1 past the end of the sequence. */
+function shift(targets: Int32Array, B: number, S: number, k: number): { ids: Int32Array; targets: Int32Array } {
+  const ids = new Int32Array(B * S), tg = new Int32Array(B * S);
+  for (let b = 0; b < B; b++) for (let s = 0; s < S; s++) {
+    const src = s + k - 1;
+    ids[b * S + s] = src < S ? Math.max(0, targets[b * S + src]) : 0;
+    tg[b * S + s] = src + 1 < S ? targets[b * S + src + 1] : -1;
+  }
+  return { ids, targets: tg };
+}
+
 /** Total loss = lm + mtpLossCoeff·mean_k mtp_k + Σ aux (as MoEGPT.forwardBackward defines it). */
 export function refModelLoss(cfg: ModelConfig, p: P, tokens: Int32Array, targets: Int32Array, B: number, S: number, moe: MoERef): tf.Scalar {
   const H = cfg.hiddenSize;
@@ -103,7 +114,7 @@ export function refModelLoss(cfg: ModelConfig, p: P, tokens: Int32Array, targets
   }
   let loss = tf.add(refCE(logits(h, 'finalNorm.weight'), targets), aux);
   for (let k = 1; k <= cfg.numMtpLayers; k++) {
-    const pre = `mtp.${k - 1}`, sh = mtpShift(targets, B, S, k);
+    const pre = `mtp.${k - 1}`, sh = shift(targets, B, S, k);
     const cat = tf.concat([rms(h, p(`${pre}.hNorm.weight`), cfg.normEps), rms(emb(sh.ids), p(`${pre}.embNorm.weight`), cfg.normEps)], -1);
     const hp = tf.reshape(tf.matMul(tf.reshape(cat, [B * S, 2 * H]), p(`${pre}.proj`)), [B, S, H]);
     const r = refBlock(cfg, p, `${pre}.layer`, hp, isMoELayer(cfg, cfg.numLayers - 1), moe);

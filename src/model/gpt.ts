@@ -65,6 +65,7 @@ export class MoEGPT {
   /** Embedding output h0 [B, S, H] (owned by the caller); saves the ids into `rec`. */
   embed(tokens: Int32Array, batch: number, seqLen: number, rec: SavedActivations): tf.Tensor {
     if (tokens.length !== batch * seqLen) throw new Error(`tokens: ${tokens.length} != ${batch}×${seqLen}`);
+    if (seqLen > this.cfg.maxSeqLen) throw new Error(`seqLen ${seqLen} > cfg.maxSeqLen ${this.cfg.maxSeqLen}`);
     return tf.tidy(() => tf.reshape(this.embedding.forward(tf.tensor1d(tokens, 'int32'), rec), [batch, seqLen, this.cfg.hiddenSize]));
   }
 
@@ -192,8 +193,9 @@ export class MoEGPT {
   private forwardAll(tokens: Int32Array, targets: Int32Array, batch: number, seqLen: number,
     recs: ReturnType<MoEGPT['newRecords']>, ctx: ForwardContext, live: tf.Tensor[]) {
     if (targets.length !== batch * seqLen) throw new Error(`targets: ${targets.length} != ${batch}×${seqLen}`);
-    const h0 = this.embed(tokens, batch, seqLen, recs.embedding); live.push(h0);
+    const h0 = this.embed(tokens, batch, seqLen, recs.embedding);
     const hL = this.layerForward(0, this.blocks.length, h0, recs.layers, ctx); live.push(hL);
+    h0.dispose(); // layer 0 saved its own clone
     const lm = this.headForward(hL, targets, recs.head);
     let mtp = 0, hPrev = hL;
     for (let k = 0; k < this.mtp.length; k++) {

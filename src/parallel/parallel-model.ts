@@ -22,7 +22,7 @@ import { groupsOf, resolveDims, type GroupKind, type ProcessGroup } from '../dev
 import type { Allocation } from '../device/memory.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { MoEGPT } from '../model/gpt.ts';
-import { GradStore, ParamStore, type ForwardContext } from '../model/module.ts';
+import { GradStore, ParamStore, type ForwardContext, type RouterStats } from '../model/module.ts';
 import { SavedActivations } from '../model/saved.ts';
 import type { TransformerBlock } from '../model/block.ts';
 import { GroupedExperts } from '../model/moe/experts.ts';
@@ -39,6 +39,9 @@ export interface ParallelModelOptions {
   seed: number;
   /** token dispatcher of the MoE layers (default 'alltoall') */
   dispatcher?: DispatcherKind;
+  /** sharded optimizer state: gradients stay per rank here and are reduce-scattered by
+   *  dp/distributed-adamw.ts (default false: gradients are all-reduced in forwardBackward) */
+  distributedOptimizer?: boolean;
   /** validate the batch shape too */
   globalBatch?: number; seqLen?: number; microBatches?: number;
 }
@@ -47,6 +50,8 @@ export interface ParallelStepReport {
   /** the step objective (see header), equal to the single-device loss */
   loss: number; lmLoss: number; auxLoss: number; zLoss: number;
   perRank: Array<{ rank: number; lmLoss: number; aux: Record<string, number> }>;
+  /** router statistics of every MoE layer call, per rank (tokensPerExpert, aux values) */
+  routerStats: RouterStats[][];
 }
 
 export interface ParallelSummary {
@@ -165,6 +170,7 @@ export class ParallelModel {
     const shards = groupAux?.type === 'ep-group' ? L.ep : L.dp;     // data shards in the aux group (tp = cp = 1)
     const scales = { localAuxScale: 1 / (L.dp * M), groupAuxScale: shards / (L.dp * M) };
     const perRank = Array.from({ length: W }, (_, rank) => ({ rank, lmLoss: 0, aux: {} as Record<string, number> }));
+    const routerStats: RouterStats[][] = Array.from({ length: W }, () => []);
     let loss = 0, lmLoss = 0, auxLoss = 0, zLoss = 0;
     for (let m = 0; m < M; m++) {
       const ctxs: ForwardContext[] = Array.from({ length: W }, () => ({ training: true, lossScale: 1 / (L.dp * M), seed: (opts.seed ?? 1) * 1000 + m, routerStats: [], recordStats: true }));
@@ -172,6 +178,7 @@ export class ParallelModel {
       const ce = this.microBatch((r) => shard(tokens, r), (r) => shard(targets, r), b, seqLen, ctxs, scales);
       for (let r = 0; r < W; r++) {
         perRank[r].lmLoss += ce[r] / M;
+        routerStats[r].push(...ctxs[r].routerStats);
         loss += ce[r] / (L.dp * M); lmLoss += ce[r] / (L.dp * M);
         for (const st of ctxs[r].routerStats) for (const [k, v] of Object.entries(st.auxLosses)) {
           perRank[r].aux[k] = (perRank[r].aux[k] ?? 0) + v / M;
@@ -181,14 +188,14 @@ export class ParallelModel {
         }
       }
     }
-    allReduceGrads(this.cluster, this.clock, this.params, this.grads, (n, r) => this.gradGroup(n, r));
+    if (!this.opts.distributedOptimizer) allReduceGrads(this.cluster, this.clock, this.params, this.grads, (n, r) => this.gradGroup(n, r));
     this.endGlobalBatch();
     for (let r = 0; r < W; r++) {
       const dev = this.cluster.device(r);
       for (const [n, g] of this.grads[r].grads) this.gradAllocs.push([r, dev.hbm.alloc('gradients', n, g.size * (dev.elementBytes ?? 4))]);
     }
     // data-parallel replicas count the same loss DP times: perRank has each rank's share
-    return { loss, lmLoss, auxLoss, zLoss, perRank };
+    return { loss, lmLoss, auxLoss, zLoss, perRank, routerStats };
   }
 
   /** Forward + backward of one micro-batch on every rank in lockstep; returns each rank's CE. */

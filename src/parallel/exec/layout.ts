@@ -21,7 +21,13 @@ export const recordName = (name: string): string => name.replace(/^moe\./, '');
 
 export function execLayout(cfg: ModelConfig, batch: number, seqLen: number, opts: { ep?: number; chargeEmbeddingHead?: boolean } = {}): ExecLayout {
   const lay = modelLayout(cfg, { seqLen, microBatchSize: batch, ep: opts.ep });
-  const descs = lay.descs.map((d) => ({ ...d, name: recordName(d.name) }));
+  const descs: SavedActivationDesc[] = [];
+  for (const d of lay.descs) {
+    descs.push({ ...d, name: recordName(d.name) });
+    // modelLayout has no entry for the router's input-jitter noise (saved when inputJitterEps > 0)
+    if (d.name === 'moe.x' && cfg.moe.inputJitterEps > 0)
+      descs.push({ layer: d.layer, module: 'router', name: 'routerJitter', bytes: d.bytes, recomputeFlops: d.bytes / 4 });
+  }
   const flopsOf = new Map(descs.map((d) => [`${d.layer}/${d.name}`, d.recomputeFlops]));
   const T = batch * seqLen, H = cfg.hiddenSize, V = cfg.vocabSize;
   const headFlops = 2 * T * H * V;

@@ -126,3 +126,28 @@ export class MemoryExecutor {
     this.ledger.forget(rec);
   }
 }
+
+/**
+ * A `MoEGPT.onForwardDone` hook applying a plan's selective drops and host swaps to the records of a
+ * plain `forwardBackward` (no device, no timeline; full-layer recompute needs the ChunkRunner). The
+ * records are named 'layers.<l>'; SavedActivations.get brings entries back on demand in backward.
+ */
+export function planHook(plan: MemoryPlan, ledger?: SavedLedger): (records: SavedActivations[]) => void {
+  const acts = layerActions(plan);
+  return (records) => {
+    for (const rec of records) {
+      const m = /^layers\.(\d+)$/.exec(rec.owner);
+      const a = m ? acts.get(Number(m[1])) : undefined;
+      if (!a || a.mode !== 'none') continue;
+      for (const name of a.recompute) {
+        if (!rec.has(name)) continue;
+        ledger?.expectDrop(rec, name);
+        try { rec.drop(name); } catch {
+          const recipe = fallbackRecipe(name);
+          if (recipe) rec.drop(name, recipe); else ledger?.forgetDrop(rec, name);
+        }
+      }
+      for (const name of a.swap) if (rec.has(name)) { ledger?.expectSwap(rec, name); rec.toHost(name); }
+    }
+  };
+}

@@ -11,6 +11,7 @@
 // embedding/head weight, if any, is summed across its two ranks with an all-reduce).
 import { tf } from '../../backend/tf.ts';
 import type { Cluster } from '../../device/cluster.ts';
+import { sendRecvTime } from '../../device/cost.ts';
 import type { SimEvent } from '../../device/timeline.ts';
 import type { MoEGPT, LossReport } from '../../model/gpt.ts';
 import { GradStore, type ForwardContext } from '../../model/module.ts';
@@ -110,9 +111,9 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
       const t = out[r].get(key)!;
       out[r].delete(key);
       const to = a.dir === 'fwd' ? stage(r, a.chunk) + 1 : stage(r, a.chunk) - 1;
-      const res = cluster.comm.sendRecv(dev, ranks[a.peer], t, { label: `${a.dir} mb${a.microBatch} s${stage(r, a.chunk)}→s${to}`, after: lastCompute[r] ? [lastCompute[r]!] : [], group: 'pp' });
+      const res = p2p(cluster, dev, ranks[a.peer], t, `${a.dir} mb${a.microBatch} s${stage(r, a.chunk)}→s${to}`, lastCompute[r]);
       t.dispose();
-      mailbox.set(`${a.dir}/${a.microBatch}/${to}`, { tensor: res.output, event: res.events[res.events.length - 1] });
+      mailbox.set(`${a.dir}/${a.microBatch}/${to}`, res);
       return;
     }
     if (a.kind === 'W') throw new Error('W actions need split backward, which is not executed');
@@ -180,6 +181,24 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
     loss: reports.reduce((a, rep) => a + rep.loss, 0) / M, reports, grads: merged, contexts, ledgers,
     peakInFlight: runners.map((rr) => Math.max(...rr.map((c) => c.peakInFlight))), computeSpans: spans,
   };
+}
+
+/**
+ * Point-to-point send of `t` from device `src` to `dst` (isend/irecv): a copy arrives on `dst`. The
+ * transfer is one event on the sender's p2p stream after the producing compute (the receiver's
+ * compute depends on it); it is not also placed on the receiver's stream, because one process plays
+ * all ranks and a shared stream would serialise messages in execution order, not simulated time.
+ */
+function p2p(cluster: Cluster, src: number, dst: number, t: tf.Tensor, label: string, after: SimEvent | null): Msg {
+  const intra = cluster.nodeOf(src) === cluster.nodeOf(dst);
+  const link = intra ? cluster.spec.intraNode : cluster.spec.interNode;
+  const bytes = cluster.device(src).bytesOf(t);
+  const event = cluster.timeline.schedule({
+    device: src, stream: intra ? 'comm-intra' : 'comm-inter', name: `sendRecv ${label}`, kind: 'comm',
+    duration: src === dst ? 0 : sendRecvTime(bytes, link), after: after ? [after] : [], args: { bytes, src, dst },
+  });
+  if (src !== dst) cluster.commLedger.add({ op: 'sendRecv', group: 'pp', link: intra ? 'intra' : 'inter', src, dst, bytes, label });
+  return { tensor: t.clone(), event };
 }
 
 /** Parameters of each pipeline rank (by name prefix), charged as 'weights' and 'gradients'. */

@@ -63,7 +63,7 @@ export class ChunkRunner {
   private rec(owner: string): SavedActivations { return this.ledger.attach(new SavedActivations(owner)); }
 
   private charge(name: string, flops: number, after: SimEvent[], bytes = false): SimEvent | null {
-    if (!this.device) return null;
+    if (!this.device || flops <= 0) return null; // nothing to charge (e.g. uncharged embedding/head)
     return this.device.charge(name, bytes ? { bytes: flops } : { flops }, { after });
   }
 
@@ -156,6 +156,9 @@ export class ChunkRunner {
     let deps = after, last: SimEvent | null = null;
     const step = (ev: SimEvent | null) => { if (ev) { last = ev; deps = [ev]; } };
     let d: tf.Tensor;
+    // start bringing back the last layer's swapped tensors while the head's backward runs
+    const lastRec = st.layers[st.layers.length - 1];
+    if (lastRec) this.mem.prefetch(lastRec);
     if (this.isLast) {
       const D = this.model.mtp.length, s = ctx.lossScale;
       let dh: tf.Tensor | null = null;

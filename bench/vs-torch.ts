@@ -1,0 +1,221 @@
+// ultramoe vs PyTorch, side by side in one run (issue 9 item 3). From the same initial weights and
+// the same batches, trains N steps with our trainer (src/train Trainer: AdamW, clipping, LR schedule)
+// on wasm+openblas and on pure wasm, and with bench/torch/ultramoe_torch.py (a PyTorch twin of the
+// model and trainer, torch autograd for every backward), then reports tokens/s, the ratio, achieved
+// model GFLOP/s and local MFU (model FLOPs / 156.5 GFLOP/s: 2 Zen3 cores × 2 FMA × 8 lanes × 2 ×
+// 2.445 GHz, tfjs-notes §1), peak RSS, and checks that both reach the same loss (1e-4 relative).
+//
+//   npx tsx bench/vs-torch.ts [--preset tiny|small] [--steps N] [--batch B] [--seq S] [--seed K]
+//       [--lr 3e-3] [--gemm openblas,wasm] [--experts loop|bmm] [--torch-threads 1] [--python /usr/bin/python3]
+//       [--keep]                 keep the run directory (weights, batches, config) for debugging
+//   npm run bench -- --only vs-torch [--preset small]   (bench/run.ts runs every bench file)
+// → bench/results/vs-torch-<preset>.json
+//
+// Each side runs in its own process (clean peak RSS, no shared heap), one after the other. Torch
+// comes from Debian's python3-torch (importable only from /usr/bin/python3); without it the torch
+// column is skipped with the install command. Torch runs with 1 intra-op thread and OpenBLAS with 2
+// threads (OPENBLAS_NUM_THREADS=2): measured the fastest torch configuration on this 2-core machine
+// (2 torch threads oversubscribe the cores, tfjs-notes §2).
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tf, initBackend, backendLabel, backendDescription } from '../src/backend/tf.ts';
+import { resolveConfig, type ModelConfig } from '../src/model/config.ts';
+import { MoEGPT } from '../src/model/gpt.ts';
+import { modelFlopsPerTokenBreakdown } from '../src/model/flops-local.ts';
+import { encodeSafetensors, decodeSafetensors, type HostTensor } from '../src/train/safetensors.ts';
+import { loadDataset, BatchSampler, type Batch, type Dataset } from '../src/train/data.ts';
+import { Trainer, defaultTrainConfig, type TrainConfig } from '../src/train/trainer.ts';
+import { lossNumbers } from '../src/train/model.ts';
+
+export const PEAK_FLOPS_2CORE = 156.5e9;
+const TOLERANCE = 1e-4;
+const here = fileURLToPath(new URL('.', import.meta.url));
+const root = join(here, '..');
+
+const argv = process.argv.slice(2);
+const has = (k: string) => argv.includes(`--${k}`);
+const arg = (k: string, d: string) => (has(k) ? argv[argv.indexOf(`--${k}`) + 1] : d);
+
+interface StepOut { loss: number; lmLoss: number; auxLoss: number; zLoss: number; gradNorm: number; lr: number; stepMs: number; cpuMs: number }
+interface SideOut {
+  impl: string; rows: StepOut[]; losses: number[]; evalLmLoss: number; medianStepMs: number; tokensPerSec: number;
+  gflops: number; peakRssMb: number; loadAvgBefore?: number; loadAvgAfter?: number; [k: string]: unknown;
+}
+
+const median = (v: number[]) => v.slice().sort((a, b) => a - b)[v.length >> 1];
+
+// ---------------------------------------------------------------- worker: our side, one GEMM provider
+
+async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
+  await initBackend('wasm', { gemm });
+  const run = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  const cfg: ModelConfig = run.model, tc: TrainConfig = run.train;
+  const model = new MoEGPT(cfg, 1);
+  const w = decodeSafetensors(readFileSync(join(dir, 'weights.safetensors')), 'weights.safetensors');
+  for (const [n, v] of model.params.vars) {
+    const t = w.tensors.get(n);
+    if (!t) throw new Error(`weights.safetensors has no '${n}'`);
+    tf.tidy(() => v.assign(tf.tensor(t.data, t.shape, 'float32')));
+  }
+  const bt = decodeSafetensors(readFileSync(join(dir, 'batches.safetensors')), 'batches.safetensors').tensors;
+  const tok = bt.get('tokens')!, tgt = bt.get('targets')!;
+  const [nb, B, S] = tok.shape, per = B * S;
+  const batch = (i: number): Batch => ({ tokens: (tok.data as Int32Array).slice(i * per, (i + 1) * per), targets: (tgt.data as Int32Array).slice(i * per, (i + 1) * per), batch: B, seqLen: S });
+  const steps = nb - 1; // the last batch is the evaluation batch
+  // The trainer's own dataset is a stub: its sampler is replaced by the batches file.
+  const ds: Dataset = { name: 'vs-torch', tokenizer: undefined as never, train: tok.data as Int32Array, val: tok.data as Int32Array };
+  const trainer = new Trainer(model, ds, tc, run.flopsPerToken, PEAK_FLOPS_2CORE, cfg.moe.topk);
+  let next = 0;
+  (trainer.sampler as unknown as { next: () => Batch }).next = () => batch(next++);
+  const rows: StepOut[] = [];
+  for (let i = 0; i < steps; i++) {
+    const c0 = process.cpuUsage();
+    const r = trainer.trainStep();
+    const c = process.cpuUsage(c0);
+    rows.push({ loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm: r.gradNorm, lr: r.lr, stepMs: r.stepSeconds * 1e3, cpuMs: (c.user + c.system) / 1e3 });
+  }
+  const ev = batch(steps);
+  const evalLmLoss = lossNumbers(model.forwardLoss(ev.tokens, ev.targets, B, S)).lmLoss;
+  const med = median((rows.length > 1 ? rows.slice(1) : rows).map((r) => r.stepMs));
+  const tps = per / (med / 1e3);
+  const out: SideOut = {
+    impl: backendLabel(), description: backendDescription(), rows, losses: rows.map((r) => r.loss), evalLmLoss,
+    medianStepMs: med, tokensPerSec: tps, gflops: (run.flopsPerToken * tps) / 1e9,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+  };
+  trainer.dispose();
+  model.dispose();
+  console.log(JSON.stringify(out));
+}
+
+// ---------------------------------------------------------------- orchestrator
+
+function lastJson(stdout: string): Record<string, unknown> | null {
+  const lines = stdout.trim().split('\n').reverse();
+  for (const l of lines) { try { return JSON.parse(l); } catch { /* not JSON */ } }
+  return null;
+}
+
+function pythonTorch(python: string): { ok: true; version: string } | { ok: false; why: string } {
+  if (!existsSync(python)) return { ok: false, why: `${python} not found` };
+  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  if (r.status !== 0) return { ok: false, why: `torch is not importable from ${python} (${(r.stderr || '').trim().split('\n').pop()})` };
+  return { ok: true, version: r.stdout.trim() };
+}
+
+const TORCH_HINT = 'install Debian\'s PyTorch and OpenBLAS: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (it is importable only from /usr/bin/python3)';
+
+async function main(): Promise<void> {
+  const preset = arg('preset', 'tiny');
+  const steps = Number(arg('steps', '5'));
+  const B = Number(arg('batch', '8')), S = Number(arg('seq', '128'));
+  const seed = Number(arg('seed', '1'));
+  const python = arg('python', '/usr/bin/python3');
+  const cfg = resolveConfig(preset);
+  const tc: TrainConfig = defaultTrainConfig({ steps, batch: B, seqLen: S, microBatches: 1, lr: Number(arg('lr', '3e-3')), seed, evalEvery: 0 });
+  const fl = modelFlopsPerTokenBreakdown(cfg, S);
+  const dir = mkdtempSync(join(tmpdir(), `ultramoe-vs-torch-${preset}-`));
+
+  // 1. initial weights (seeded init, as `ultramoe train` builds them) and N+1 batches of the shipped corpus
+  await initBackend('wasm', { gemm: 'wasm' });
+  const model = new MoEGPT(cfg, seed);
+  const weights = new Map<string, HostTensor>();
+  const decay: Record<string, boolean> = {};
+  for (const [n, v] of model.params.vars) {
+    weights.set(n, { dtype: 'F32', shape: v.shape, data: v.dataSync() as Float32Array });
+    decay[n] = !!model.params.meta.get(n)?.decay;
+  }
+  const numel = model.params.numel();
+  model.dispose();
+  writeFileSync(join(dir, 'weights.safetensors'), encodeSafetensors(weights, { format: 'pt', producer: 'ultramoe' }));
+  const ds = loadDataset('text', 'byte', seed);
+  const sampler = new BatchSampler(ds.train, B, S, seed);
+  const tokens = new Int32Array((steps + 1) * B * S), targets = new Int32Array((steps + 1) * B * S);
+  for (let i = 0; i <= steps; i++) { const b = sampler.next(); tokens.set(b.tokens, i * B * S); targets.set(b.targets, i * B * S); }
+  writeFileSync(join(dir, 'batches.safetensors'), encodeSafetensors(new Map([
+    ['tokens', { dtype: 'I32', shape: [steps + 1, B, S], data: tokens }],
+    ['targets', { dtype: 'I32', shape: [steps + 1, B, S], data: targets }],
+  ])));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model: cfg, train: tc, flopsPerToken: fl.total, decay }));
+  console.log(`vs-torch: preset ${preset}, ${(numel / 1e6).toFixed(2)}M params, B=${B} S=${S}, ${steps} steps (+1 eval batch), ` +
+    `${(fl.total / 1e6).toFixed(2)} MFLOP/token (fwd+bwd), run dir ${dir}`);
+
+  // 2. our side, one process per GEMM provider
+  const sides: SideOut[] = [];
+  const gemms = arg('gemm', 'openblas,wasm').split(',') as ('openblas' | 'wasm')[];
+  for (const g of gemms) {
+    const la0 = loadavg()[0];
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--worker', dir, '--gemm', g],
+      { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+    const out = lastJson(r.stdout ?? '') as SideOut | null;
+    if (r.status !== 0 || !out) { console.error(`vs-torch: ultramoe (${g}) failed (exit ${r.status})`); process.exitCode = 1; continue; }
+    if (g === 'openblas' && out.impl !== 'wasm+openblas') { console.log(`  (OpenBLAS unavailable: ${out.description}; skipping the wasm+openblas column)`); if (gemms.includes('wasm')) continue; }
+    out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0];
+    sides.push(out);
+    report(out, fl.total);
+  }
+
+  // 3. torch
+  let torch: SideOut | null = null, torchSkipped: string | null = null;
+  const pt = pythonTorch(python);
+  if (!pt.ok) {
+    torchSkipped = `${pt.why}; ${TORCH_HINT}`;
+    console.log(`  torch: skipped: ${torchSkipped}`);
+  } else {
+    const la0 = loadavg()[0];
+    const threads = arg('torch-threads', '1');
+    const env = { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '2', OMP_NUM_THREADS: threads };
+    const r = spawnSync(python, [join(here, 'torch', 'ultramoe_torch.py'), '--run-dir', dir, '--experts', arg('experts', 'loop'), '--torch-threads', threads],
+      { cwd: root, encoding: 'utf8', env, maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+    const out = lastJson(r.stdout ?? '') as SideOut | null;
+    if (r.status !== 0 || !out || 'error' in out) { console.error(`vs-torch: torch failed (exit ${r.status}) ${out && 'error' in out ? out.error : ''}`); process.exitCode = 1; }
+    else { out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0]; torch = out; report(out, fl.total); }
+  }
+
+  // 4. comparison
+  const comparisons = sides.map((s) => {
+    if (!torch) return { ours: s.impl };
+    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+    const stepRel = s.losses.map((l, i) => rel(l, torch!.losses[i]));
+    const gradRel = s.rows.map((r, i) => rel(r.gradNorm, torch!.rows[i].gradNorm));
+    const evalRel = rel(s.evalLmLoss, torch.evalLmLoss);
+    const pass = evalRel <= TOLERANCE && stepRel.every((x) => x <= TOLERANCE);
+    const c = {
+      ours: s.impl, tokensPerSecRatio: s.tokensPerSec / torch.tokensPerSec,
+      lossRelDiffPerStep: stepRel, gradNormRelDiffPerStep: gradRel, evalLossRelDiff: evalRel,
+      tolerance: TOLERANCE, sameLoss: pass,
+    };
+    console.log(`  ${s.impl} / torch: ${c.tokensPerSecRatio.toFixed(3)}× tokens/s; loss rel diff per step ` +
+      `[${stepRel.map((x) => x.toExponential(1)).join(', ')}], grad-norm rel diff [${gradRel.map((x) => x.toExponential(1)).join(', ')}], ` +
+      `eval loss after ${steps} steps ${s.evalLmLoss.toFixed(6)} vs ${torch.evalLmLoss.toFixed(6)} (rel ${evalRel.toExponential(2)}): ${pass ? 'SAME' : 'DIFFERENT'} at ${TOLERANCE}`);
+    if (!pass) process.exitCode = 1;
+    return c;
+  });
+
+  const result = {
+    preset, params: numel, batch: B, seqLen: S, steps, seed, train: tc,
+    modelFlopsPerToken: fl.total, peakGflops2Core: PEAK_FLOPS_2CORE / 1e9,
+    ours: sides, torch, torchSkipped, comparisons, date: new Date().toISOString(),
+  };
+  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+  const file = join(root, 'bench', 'results', `vs-torch-${preset}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 1) + '\n');
+  console.log(`  → ${file}`);
+  if (!has('keep')) rmSync(dir, { recursive: true, force: true });
+}
+
+function report(s: SideOut, flopsPerToken: number): void {
+  const gf = (flopsPerToken * s.tokensPerSec) / 1e9;
+  console.log(`  ${String(s.impl).padEnd(14)} ${s.medianStepMs.toFixed(0).padStart(6)} ms/step  ${s.tokensPerSec.toFixed(0).padStart(6)} tok/s  ` +
+    `${gf.toFixed(2).padStart(6)} GFLOP/s  MFU ${((100 * gf * 1e9) / PEAK_FLOPS_2CORE).toFixed(2)}%  peak RSS ${s.peakRssMb.toFixed(0)} MB  ` +
+    `losses [${s.losses.map((l) => l.toFixed(5)).join(', ')}]  load ${s.loadAvgBefore?.toFixed(1)}→${s.loadAvgAfter?.toFixed(1)}`);
+}
+
+if (has('worker')) {
+  worker(arg('worker', ''), arg('gemm', 'openblas') as 'openblas' | 'wasm').catch((e) => { console.error(e instanceof Error ? e.stack : e); process.exit(1); });
+} else {
+  main().catch((e) => { console.error(e instanceof Error ? e.stack : e); process.exit(1); });
+}
