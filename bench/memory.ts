@@ -3,7 +3,9 @@
 // swapping, and the memory planner under a budget (default 30% of the no-recomputation peak).
 // Everything is executed (real tensors, gradients checked bitwise against no recomputation); memory
 // comes from the device ledgers, time from the executed timeline (device cost functions).
-// Usage: npx tsx bench/memory.ts [--batch 4] [--seq 256] [--micro-batches 2] [--pp 1] [--budget 0.3]
+// Two layouts on one simulated node: pp=1 (one NPU, M micro-batches, every variant) and pp=4 (one
+// layer per stage, 1F1B over 8 micro-batches; none, Pangu-style selective, full, planner).
+// Usage: npx tsx bench/memory.ts [--batch 4] [--seq 256] [--micro-batches 2] [--budget 0.3] [--no-pp4]
 //        → bench/results/memory.json
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { initBackend } from '../src/backend/tf.ts';
@@ -16,12 +18,13 @@ import { exposedSwap } from '../src/parallel/exec/report.ts';
 const argv = process.argv.slice(2);
 const arg = (k: string, d: string) => (argv.includes(`--${k}`) ? argv[argv.indexOf(`--${k}`) + 1] : d);
 const B = Number(arg('batch', '4')), S = Number(arg('seq', '256')), M = Number(arg('micro-batches', '2'));
-const pp = Number(arg('pp', '1')), budgetFraction = Number(arg('budget', '0.3'));
+const budgetFraction = Number(arg('budget', '0.3'));
+let pp = 1, mbs = toyMicroBatchesLazy(M);
 
 await initBackend('wasm');
 const cfg = resolveConfig('tiny');
 const model = new MoEGPT(cfg, 1);
-const mbs = toyMicroBatches(M, B, S, cfg.vocabSize);
+function toyMicroBatchesLazy(n: number) { return toyMicroBatches(n, B, S, 256); }
 
 const SELECTIVE = ['norm', 'mla_down_proj', 'mla_up_proj', 'core_attn', 'attn_proj', 'permute', 'expert_fc1', 'moe_act', 'mlp_fc1', 'mlp_act'];
 const variants: [string, Partial<TrainStepOptions>][] = [
@@ -37,13 +40,15 @@ const variants: [string, Partial<TrainStepOptions>][] = [
 
 type Row = { variant: string; peakActivationBytes: number; peakFraction: number; hbmActivationsPeak: number; hostSwappedPeak: number;
   stepTimeSeconds: number; addedFraction: number; exposedSwapSeconds: number; gradsBitwise: boolean; fits?: boolean; budgetBytes?: number };
-const rows: Row[] = [];
+let rows: Row[] = [];
 let base: { peak: number; step: number; grads: Map<string, Float32Array> } | null = null;
 
 async function run(variant: string, extra: Partial<TrainStepOptions>): Promise<Row> {
   for (const l of model.moeLayers()) l.resetGlobalAux();
   const t0 = Date.now();
   const r = await runTrainStep(model, { pp, microBatches: mbs, gantt: false, ...extra });
+  for (const p of r.planner) console.log(`  planner predicted: fits ${p.fits}, peak ${(p.cost.peakBytes / 2 ** 20).toFixed(2)} MiB of ${(p.baseline.peakBytes / 2 ** 20).toFixed(2)}, added ${(100 * p.cost.addedFraction).toFixed(1)}%; ` +
+    p.explanation.filter((e) => e.decision !== 'keep').map((e) => `${e.module}:${e.decision}`).join(' '));
   const g = gradArrays(r.grads); r.grads.dispose();
   const peak = Math.max(...r.peakActivationBytes);
   if (!base) base = { peak, step: r.stepTimeSeconds, grads: g };
@@ -62,16 +67,31 @@ async function run(variant: string, extra: Partial<TrainStepOptions>): Promise<R
   return row;
 }
 
-for (const [name, extra] of variants) rows.push(await run(name, extra));
-const budgetBytes = Math.floor(budgetFraction * base!.peak);
-const planned = await run(`planner (budget ${(100 * budgetFraction).toFixed(0)}% = ${(budgetBytes / 2 ** 20).toFixed(2)} MiB)`, { memoryBudget: budgetBytes });
-planned.budgetBytes = budgetBytes;
-planned.fits = planned.peakActivationBytes <= budgetBytes;
-rows.push(planned);
-console.log(`planner: fits ${planned.fits}, peak ${(100 * planned.peakFraction).toFixed(1)}% of no-recompute, added step time ${(100 * planned.addedFraction).toFixed(1)}% (goal ≤ 10%)`);
+async function layout(variantList: [string, Partial<TrainStepOptions>][]): Promise<Row[]> {
+  rows = [];
+  base = null;
+  for (const [name, extra] of variantList) rows.push(await run(name, extra));
+  const budgetBytes = Math.floor(budgetFraction * base!.peak);
+  const planned = await run(`planner (budget ${(100 * budgetFraction).toFixed(0)}% = ${(budgetBytes / 2 ** 20).toFixed(2)} MiB)`, { memoryBudget: budgetBytes });
+  planned.budgetBytes = budgetBytes;
+  planned.fits = planned.peakActivationBytes <= budgetBytes;
+  rows.push(planned);
+  console.log(`pp=${pp} planner: fits ${planned.fits}, peak ${(100 * planned.peakFraction).toFixed(1)}% of no-recompute, added step time ${(100 * planned.addedFraction).toFixed(1)}% (goal ≤ 10%)\n`);
+  return rows;
+}
+
+console.log(`tiny, batch ${B} × seq ${S}, pp=1, ${M} micro-batches (peak = max over ranks of resident saved activations)`);
+const single = await layout(variants);
+let pp4: Row[] = [];
+if (!argv.includes('--no-pp4')) {
+  pp = 4; mbs = toyMicroBatchesLazy(8);
+  console.log(`tiny, batch ${B} × seq ${S}, pp=4 (1 layer per stage), 1F1B, 8 micro-batches`);
+  pp4 = await layout([variants[0], variants.find((v) => v[0].startsWith('selective:pangu'))!, variants.find((v) => v[0] === 'full')!]);
+}
 
 mkdirSync('bench/results', { recursive: true });
 writeFileSync('bench/results/memory.json', JSON.stringify({
-  preset: 'tiny', batch: B, seqLen: S, microBatches: M, pp, device: 'ascend-910b (simulated)', budgetFraction, rows,
+  preset: 'tiny', batch: B, seqLen: S, device: 'ascend-910b (simulated)', budgetFraction,
+  layouts: [{ pp: 1, microBatches: M, rows: single }, { pp: 4, microBatches: 8, schedule: '1f1b', rows: pp4 }],
 }, null, 2));
 console.log('wrote bench/results/memory.json');

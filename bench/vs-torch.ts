@@ -7,6 +7,7 @@
 //
 //   npx tsx bench/vs-torch.ts [--preset tiny|small] [--steps N] [--batch B] [--seq S] [--seed K]
 //       [--lr 3e-3] [--gemm openblas,wasm] [--experts loop|bmm] [--torch-threads 1] [--python /usr/bin/python3]
+//       [--gemm none]           torch only
 //       [--keep]                 keep the run directory (weights, batches, config) for debugging
 //   npm run bench -- --only vs-torch [--preset small]   (bench/run.ts runs every bench file)
 // → bench/results/vs-torch-<preset>.json
@@ -29,6 +30,7 @@ import { encodeSafetensors, decodeSafetensors, type HostTensor } from '../src/tr
 import { loadDataset, BatchSampler, type Batch, type Dataset } from '../src/train/data.ts';
 import { Trainer, defaultTrainConfig, type TrainConfig } from '../src/train/trainer.ts';
 import { lossNumbers } from '../src/train/model.ts';
+import { GradStore, defaultContext } from '../src/model/module.ts';
 
 export const PEAK_FLOPS_2CORE = 156.5e9;
 const TOLERANCE = 1e-4;
@@ -39,7 +41,7 @@ const argv = process.argv.slice(2);
 const has = (k: string) => argv.includes(`--${k}`);
 const arg = (k: string, d: string) => (has(k) ? argv[argv.indexOf(`--${k}`) + 1] : d);
 
-interface StepOut { loss: number; lmLoss: number; auxLoss: number; zLoss: number; gradNorm: number; lr: number; stepMs: number; cpuMs: number }
+interface StepOut { loss: number; lmLoss: number; auxLoss: number; zLoss: number; gradNorm: number; lr: number; stepMs: number; cpuMs: number; fwdBwdMs: number; optMs?: number }
 interface SideOut {
   impl: string; rows: StepOut[]; losses: number[]; evalLmLoss: number; medianStepMs: number; tokensPerSec: number;
   gflops: number; peakRssMb: number; loadAvgBefore?: number; loadAvgAfter?: number; [k: string]: unknown;
@@ -65,17 +67,39 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   const [nb, B, S] = tok.shape, per = B * S;
   const batch = (i: number): Batch => ({ tokens: (tok.data as Int32Array).slice(i * per, (i + 1) * per), targets: (tgt.data as Int32Array).slice(i * per, (i + 1) * per), batch: B, seqLen: S });
   const steps = nb - 1; // the last batch is the evaluation batch
+  // gradients of batch 0 at the initial weights (one untimed forward+backward, no side effects)
+  {
+    const g = new GradStore(), b0 = batch(0);
+    model.forwardBackward(b0.tokens, b0.targets, B, S, defaultContext({ training: true, lossScale: 1, seed: 1, recordStats: false }), g);
+    const host = new Map<string, HostTensor>();
+    for (const n of model.params.names()) {
+      const t = g.get(n);
+      host.set(n, { dtype: 'F32', shape: model.params.get(n).shape, data: t ? (t.dataSync() as Float32Array) : new Float32Array(model.params.get(n).size) });
+    }
+    g.dispose();
+    writeFileSync(join(dir, `grads-${gemm}.safetensors`), encodeSafetensors(host));
+  }
   // The trainer's own dataset is a stub: its sampler is replaced by the batches file.
   const ds: Dataset = { name: 'vs-torch', tokenizer: undefined as never, train: tok.data as Int32Array, val: tok.data as Int32Array };
   const trainer = new Trainer(model, ds, tc, run.flopsPerToken, PEAK_FLOPS_2CORE, cfg.moe.topk);
   let next = 0;
   (trainer.sampler as unknown as { next: () => Batch }).next = () => batch(next++);
+  // phase timers: forward+backward and the optimizer update (the rest is the grad norm and bookkeeping)
+  const phase = { fwdBwd: 0, opt: 0 };
+  const timed = <T extends object>(obj: T, fn: keyof T, key: keyof typeof phase) => {
+    const orig = (obj[fn] as unknown as (...a: unknown[]) => unknown).bind(obj);
+    (obj as Record<string, unknown>)[fn as string] = (...a: unknown[]) => { const t0 = performance.now(); try { return orig(...a); } finally { phase[key] += performance.now() - t0; } };
+  };
+  timed(model, 'forwardBackward', 'fwdBwd');
+  timed(trainer.opt, 'step', 'opt');
   const rows: StepOut[] = [];
   for (let i = 0; i < steps; i++) {
     const c0 = process.cpuUsage();
+    phase.fwdBwd = phase.opt = 0;
     const r = trainer.trainStep();
     const c = process.cpuUsage(c0);
-    rows.push({ loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm: r.gradNorm, lr: r.lr, stepMs: r.stepSeconds * 1e3, cpuMs: (c.user + c.system) / 1e3 });
+    rows.push({ loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm: r.gradNorm, lr: r.lr, stepMs: r.stepSeconds * 1e3,
+      cpuMs: (c.user + c.system) / 1e3, fwdBwdMs: phase.fwdBwd, optMs: phase.opt });
   }
   const ev = batch(steps);
   const evalLmLoss = lossNumbers(model.forwardLoss(ev.tokens, ev.targets, B, S)).lmLoss;
@@ -145,7 +169,7 @@ async function main(): Promise<void> {
 
   // 2. our side, one process per GEMM provider
   const sides: SideOut[] = [];
-  const gemms = arg('gemm', 'openblas,wasm').split(',') as ('openblas' | 'wasm')[];
+  const gemms = arg('gemm', 'openblas,wasm').split(',').filter((g) => g === 'openblas' || g === 'wasm') as ('openblas' | 'wasm')[]; // --gemm none: torch only
   for (const g of gemms) {
     const la0 = loadavg()[0];
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--worker', dir, '--gemm', g],
@@ -168,7 +192,7 @@ async function main(): Promise<void> {
     const la0 = loadavg()[0];
     const threads = arg('torch-threads', '1');
     const env = { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '2', OMP_NUM_THREADS: threads };
-    const r = spawnSync(python, [join(here, 'torch', 'ultramoe_torch.py'), '--run-dir', dir, '--experts', arg('experts', 'loop'), '--torch-threads', threads],
+    const r = spawnSync(python, [join(here, 'torch', 'ultramoe_torch.py'), '--run-dir', dir, '--experts', arg('experts', 'loop'), '--torch-threads', threads, '--dump-grads'],
       { cwd: root, encoding: 'utf8', env, maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
     const out = lastJson(r.stdout ?? '') as SideOut | null;
     if (r.status !== 0 || !out || 'error' in out) { console.error(`vs-torch: torch failed (exit ${r.status}) ${out && 'error' in out ? out.error : ''}`); process.exitCode = 1; }
@@ -183,7 +207,9 @@ async function main(): Promise<void> {
     const gradRel = s.rows.map((r, i) => rel(r.gradNorm, torch!.rows[i].gradNorm));
     const evalRel = rel(s.evalLmLoss, torch.evalLmLoss);
     const pass = evalRel <= TOLERANCE && stepRel.every((x) => x <= TOLERANCE);
+    const grads = compareGrads(join(dir, `grads-${s.impl === 'wasm+openblas' ? 'openblas' : 'wasm'}.safetensors`), join(dir, 'grads-torch.safetensors'));
     const c = {
+      gradients: grads,
       ours: s.impl, tokensPerSecRatio: s.tokensPerSec / torch.tokensPerSec,
       lossRelDiffPerStep: stepRel, gradNormRelDiffPerStep: gradRel, evalLossRelDiff: evalRel,
       tolerance: TOLERANCE, sameLoss: pass,
@@ -191,6 +217,8 @@ async function main(): Promise<void> {
     console.log(`  ${s.impl} / torch: ${c.tokensPerSecRatio.toFixed(3)}× tokens/s; loss rel diff per step ` +
       `[${stepRel.map((x) => x.toExponential(1)).join(', ')}], grad-norm rel diff [${gradRel.map((x) => x.toExponential(1)).join(', ')}], ` +
       `eval loss after ${steps} steps ${s.evalLmLoss.toFixed(6)} vs ${torch.evalLmLoss.toFixed(6)} (rel ${evalRel.toExponential(2)}): ${pass ? 'SAME' : 'DIFFERENT'} at ${TOLERANCE}`);
+    console.log(`    gradients at the initial weights (batch 0): global rel diff ${grads.globalRel.toExponential(2)}, worst parameters ` +
+      grads.worst.slice(0, 4).map((w) => `${w.name} ${w.rel.toExponential(1)}`).join(', '));
     if (!pass) process.exitCode = 1;
     return c;
   });
@@ -205,6 +233,23 @@ async function main(): Promise<void> {
   writeFileSync(file, JSON.stringify(result, null, 1) + '\n');
   console.log(`  → ${file}`);
   if (!has('keep')) rmSync(dir, { recursive: true, force: true });
+}
+
+/** ‖a − b‖/‖b‖ per parameter (float64), from two safetensors files of gradients. */
+function compareGrads(oursFile: string, torchFile: string) {
+  const a = decodeSafetensors(readFileSync(oursFile)).tensors, b = decodeSafetensors(readFileSync(torchFile)).tensors;
+  let dd = 0, bb = 0;
+  const per: { name: string; rel: number; norm: number }[] = [];
+  for (const [n, tb] of b) {
+    const ta = a.get(n);
+    if (!ta) throw new Error(`gradient '${n}' missing on our side`);
+    let d = 0, q = 0;
+    for (let i = 0; i < tb.data.length; i++) { const x = ta.data[i] - tb.data[i]; d += x * x; q += tb.data[i] * tb.data[i]; }
+    dd += d; bb += q;
+    per.push({ name: n, rel: Math.sqrt(d / Math.max(q, 1e-300)), norm: Math.sqrt(q) });
+  }
+  per.sort((x, y) => y.rel - x.rel);
+  return { globalRel: Math.sqrt(dd / bb), worst: per.slice(0, 8), params: per.length };
 }
 
 function report(s: SideOut, flopsPerToken: number): void {

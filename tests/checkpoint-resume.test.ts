@@ -39,8 +39,8 @@ forEachBackend('checkpoint', (test) => {
     assert.equal(Array.from(d.tensors.get('a')!.data), [7, -1]);
   });
 
-  test('resume is bit-exact: 8 straight steps == 4 + checkpoint + 4', async () => {
-    const cfg = small();
+  for (const expertBias of [false, true]) test(`resume is bit-exact: 8 straight steps == 4 + checkpoint + 4 (expertBias ${expertBias})`, async () => {
+    const cfg = small(expertBias ? { moe: { numExperts: 16, topk: 4, expertHiddenSize: 16, expertBias: true, biasUpdateRate: 0.05 } } : {});
     const straight = makeTrainer(cfg);
     for (let i = 0; i < 8; i++) straight.trainStep();
     const want = straight.rows.map((r) => r.loss);
@@ -54,6 +54,9 @@ forEachBackend('checkpoint', (test) => {
 
     const ck = loadCheckpoint(dir);
     assert.is(ck.trainer.step, 4);
+    const bias = ck.weights.get('buffer.moe.0.expertBias');
+    assert.is(bias?.data.length, 16);
+    assert.is(bias!.data.some((b) => b !== 0), expertBias, 'expert bias saved');
     const cj = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     assert.is(cj.hidden_size, 32); assert.is(cj.n_routed_experts, 16); assert.is(cj.num_experts_per_tok, 4); assert.is(cj.kv_lora_rank, 16);
     const resumed = new Trainer(createModel(cfg, 99), ds, tcfg, 1, 1, cfg.moe.topk); // different init: all state comes from the checkpoint

@@ -72,7 +72,7 @@ forEachBackend('parallel DP', (test) => {
     for (const [name, v] of pm.params[0].vars) if (pm.expertParams.has(name)) expert += v.size * 4; else dense += v.size * 4;
     const dp = 8, edp = 2, led = cluster.commLedger;
     const byGroup = (group: string) => led.records.filter((r) => r.op === 'allReduce' && r.group === group && r.label.startsWith('dp.grads')).reduce((a, r) => a + r.bytes, 0);
-    assert.is(byGroup('dp'), dp * (2 * (dp - 1) / dp) * dense);                 // 1 DP group of 8 ranks
+    assert.is(byGroup('dp-cp'), dp * (2 * (dp - 1) / dp) * dense);              // 1 DP(×CP) group of 8 ranks
     assert.is(byGroup('edp'), 4 * edp * (2 * (edp - 1) / edp) * expert);        // 4 expert-DP groups of 2
     // memory: every rank holds the dense weights and a quarter of the experts
     const full = new MoEGPT(cfg, 5);

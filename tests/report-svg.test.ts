@@ -10,7 +10,7 @@ import type { StepRow, LoadSnapshot } from '../src/train/metrics.ts';
 const rows: StepRow[] = Array.from({ length: 30 }, (_, i) => ({
   step: i + 1, loss: 5 - i * 0.1, lmLoss: 5 - i * 0.1, auxLoss: 0.01, zLoss: 0.001, gradNorm: 1 / (i + 1), lr: 1e-3,
   tokensPerSecond: 1000 + i, localMfu: 0.01, stepSeconds: 0.1, expertLoadMaxOverMean: 2, expertLoadCv: 0.5, expertDropRate: 0,
-  valLoss: i % 10 === 9 ? 5 - i * 0.09 : null, tfBytes: 1, tfTensors: 1, rssBytes: 1,
+  valLoss: i % 10 === 9 ? 5 - i * 0.09 : null, layers: [], tfBytes: 1, tfTensors: 1, rssBytes: 1,
 }));
 const loads: LoadSnapshot[] = rows.map((r) => ({ step: r.step, layers: [1, 2].map((layer) => ({ layer, relLoad: Array.from({ length: 16 }, (_, e) => 1 + Math.sin(e + r.step) * 0.5) })) }));
 

@@ -32,6 +32,12 @@ test('BPE keeps digits as single tokens (arithmetic stays learnable)', () => {
   assert.is(t.decode(t.encode('987*65=64155\n')), '987*65=64155\n');
 });
 
+test('BPE on text with too few pairs keeps the requested vocabulary size', () => {
+  const t = trainBpe('1+2=3\n', 300);
+  assert.is(t.vocabSize, 300);
+  assert.is(tokenizerFromJSON(t.toJSON()).vocabSize, 300);
+});
+
 test('tokenizer spec parsing', () => {
   assert.equal(parseTokenizerSpec('byte'), { kind: 'byte' });
   assert.equal(parseTokenizerSpec('bpe'), { kind: 'bpe', vocabSize: 512 });

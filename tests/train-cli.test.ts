@@ -32,7 +32,10 @@ test('train --json writes summary, metrics, report and checkpoint; resume contin
   assert.is(s.steps, 6);
   assert.ok(s.lossStart > 5 && s.lossStart < 6, `initial loss near ln 256: ${s.lossStart}`);
   assert.ok(existsSync(join(dir, 'report.html')) && existsSync(join(dir, 'checkpoint', 'manifest.json')));
-  assert.is(readFileSync(join(dir, 'metrics.csv'), 'utf8').trim().split('\n').length, 7);
+  const csv = readFileSync(join(dir, 'metrics.csv'), 'utf8').trim().split('\n');
+  assert.is(csv.length, 7);
+  for (const col of ['loss', 'lmLoss', 'auxLoss', 'zLoss', 'gradNorm', 'lr', 'tokensPerSecond', 'localMfu', 'valLoss', 'rssBytes', 'maxOverMean.L1', 'cv.L1', 'dropRate.L1'])
+    assert.ok(csv[0].split(',').includes(col), `metrics.csv has ${col}: ${csv[0]}`);
   const r2 = cli('train', '--resume', dir, '--steps', '8', '--json');
   assert.is(r2.code, 0, r2.err);
   assert.is(JSON.parse(r2.last).steps, 8);

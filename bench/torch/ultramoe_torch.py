@@ -74,6 +74,24 @@ def read_safetensors(path):
     return out
 
 
+def write_safetensors(path, tensors):
+    names = sorted(tensors)
+    header, off, blobs = {}, 0, []
+    for n in names:
+        t = tensors[n].detach().contiguous().float()
+        b = t.numpy().astype("<f4").tobytes()
+        header[n] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(header)
+    h += " " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h.encode("utf-8"))
+        for b in blobs:
+            f.write(b)
+
+
 # ---------------------------------------------------------------- model pieces
 
 def rmsnorm(x, g, eps):
@@ -457,6 +475,8 @@ def main():
     ap.add_argument("--experts", choices=["loop", "bmm"], default="loop")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0, help="0 = all batches")
+    ap.add_argument("--dump-grads", action="store_true",
+                    help="write the gradients of batch 0 at the initial weights to DIR/grads-torch.safetensors")
     args = ap.parse_args()
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
@@ -471,7 +491,8 @@ def main():
     weights = read_safetensors(os.path.join(args.run_dir, "weights.safetensors"))
     batches = read_safetensors(os.path.join(args.run_dir, "batches.safetensors"))
     tokens_all, targets_all = batches["tokens"], batches["targets"]
-    steps = tokens_all.shape[0] if args.steps <= 0 else min(args.steps, tokens_all.shape[0])
+    # the last batch is the evaluation batch (loss after the N updates)
+    steps = tokens_all.shape[0] - 1 if args.steps <= 0 else min(args.steps, tokens_all.shape[0] - 1)
     B, S = tokens_all.shape[1], tokens_all.shape[2]
 
     params = {}
@@ -497,6 +518,13 @@ def main():
     total_steps = tr["steps"]
     warm = min(tr["warmupSteps"], total_steps)
 
+    if args.dump_grads:
+        loss, _ = model.loss(tokens_all[0], targets_all[0])
+        loss.backward()
+        write_safetensors(os.path.join(args.run_dir, "grads-torch.safetensors"), {n: p.grad for n, p in params.items()})
+        for p in params.values():
+            p.grad = None
+
     rows = []
     for it in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -509,12 +537,16 @@ def main():
         lr = get_lr(it, tr["lr"], tr["minLr"], warm, total_steps)
         for g in opt.param_groups:
             g["lr"] = lr
+        t_opt = time.perf_counter()
         with torch.no_grad():
             opt.step()
         t1, c1 = time.perf_counter(), time.process_time()
         rows.append({**parts, "gradNorm": norm, "lr": lr, "stepMs": (t1 - t0) * 1e3,
-                     "fwdBwdMs": (t_fb - t0) * 1e3, "cpuMs": (c1 - c0) * 1e3})
+                     "fwdBwdMs": (t_fb - t0) * 1e3, "optMs": (t1 - t_opt) * 1e3, "cpuMs": (c1 - c0) * 1e3})
 
+    with torch.no_grad():
+        model.training = False
+        _, ev = model.loss(tokens_all[-1], targets_all[-1])
     timed = rows[1:] if len(rows) > 1 else rows
     med = sorted(r["stepMs"] for r in timed)[len(timed) // 2]
     tps = B * S / (med / 1e3)
@@ -524,7 +556,7 @@ def main():
         "torchThreads": torch.get_num_threads(), "openblasThreads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "experts": args.experts, **blas_info(),
         "batch": B, "seqLen": S, "steps": steps,
-        "losses": [r["loss"] for r in rows], "rows": rows,
+        "losses": [r["loss"] for r in rows], "rows": rows, "evalLmLoss": ev["lmLoss"],
         "medianStepMs": med, "tokensPerSec": tps, "gflops": gflops, "peakRssMb": peak_rss_mb(),
     }
     print(json.dumps(out))

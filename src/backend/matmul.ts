@@ -2,9 +2,10 @@
 // untransposed batch-1 operands; every transposed or batched product (all of backprop) falls to a
 // naive loop at ~1 GFLOP/s. Here every case goes through the GEMM primitive (gemm.ts): batch dims
 // are looped on heap offsets (no copies), a shared right operand folds the batch into M, and the
-// batch dims broadcast like numpy (any rank; size-1 dims repeat).
+// batch dims broadcast like numpy (any rank; size-1 dims repeat). Also _FusedMatMul on wasm and a cpu
+// fix for per-dim batch broadcasting.
 import { tf, type KernelConfig, type KernelFunc, type TensorInfo } from './tfjs.ts';
-import { activeGemm } from './gemm.ts';
+import { activeGemm, jsGemm } from './gemm.ts';
 import { internals, offsetOf, f32View } from './wasm-heap.ts';
 
 interface MatMulPlan { M: number; N: number; K: number; batchA: number[]; batchB: number[]; outBatch: number[] }
@@ -104,6 +105,30 @@ export function fusedMatMulWasm(orig: KernelConfig, enabled: () => boolean): Ker
       o[i] = relu && v < 0 ? 0 : v;
     }
     return out;
+  };
+  return { ...orig, kernelFunc };
+}
+
+/**
+ * cpu BatchMatMul: stock flattens the batch dims, which is wrong when they broadcast per dim
+ * (e.g. [2,1,…]×[3,…]). Those cases are computed here with the JS GEMM; the rest stay stock.
+ */
+export function batchMatMulCpu(orig: KernelConfig, enabled: () => boolean): KernelConfig {
+  const kernelFunc: KernelFunc = (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const { transposeA: tA, transposeB: tB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    if (!enabled() || a.dtype !== 'float32' || b.dtype !== 'float32') return orig.kernelFunc(args);
+    const p = matMulPlan(a, b, tA, tB);
+    const nA = p.batchA.reduce((x, y) => x * y, 1), nB = p.batchB.reduce((x, y) => x * y, 1);
+    const sameBatch = p.batchA.length === p.batchB.length && p.batchA.every((d, i) => d === p.batchB[i]);
+    if (sameBatch || nA === 1 || nB === 1) return orig.kernelFunc(args);
+    const cpu = args.backend as unknown as { data: { get(id: object): { values: Float32Array } }; makeTensorInfo(s: number[], d: string, v: Float32Array): TensorInfo };
+    const A = cpu.data.get(a.dataId).values, B = cpu.data.get(b.dataId).values;
+    const { M, N, K } = p;
+    const [ia, ib] = batchIndexMap(p.batchA, p.batchB, p.outBatch);
+    const C = new Float32Array(ia.length * M * N);
+    for (let o = 0; o < ia.length; o++) jsGemm(tA, tB, M, N, K, A, ia[o] * M * K, B, ib[o] * K * N, C, o * M * N);
+    return cpu.makeTensorInfo([...p.outBatch, M, N], 'float32', C);
   };
   return { ...orig, kernelFunc };
 }

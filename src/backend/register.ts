@@ -2,7 +2,7 @@
 // (kept as the fallback for cases it does not handle) and can be switched off at run time to
 // measure stock tfjs (bench/gemm.ts).
 import { tf, type KernelConfig } from './tfjs.ts';
-import { batchMatMulWasm, fusedMatMulWasm } from './matmul.ts';
+import { batchMatMulWasm, batchMatMulCpu, fusedMatMulWasm } from './matmul.ts';
 import { sliceWasm, splitVWasm } from './slice.ts';
 import { gatherV2Wasm, gatherV2Cpu } from './gather.ts';
 import { oneHotWasm, sumWasm, unsortedSegmentSumWasm, unsortedSegmentSumCpu } from './reduce.ts';
@@ -41,6 +41,7 @@ export function registerOverrides(backend: string): void {
     add(unsortedSegmentSumWasm);
     add(groupedGemmWasm);
   } else if (backend === 'cpu') {
+    replace('BatchMatMul', 'cpu', batchMatMulCpu);
     replace('GatherV2', 'cpu', gatherV2Cpu);
     add(unsortedSegmentSumCpu);
     add(groupedGemmCpu);

@@ -2,29 +2,35 @@
 // collectives (which take one tensor per rank) can sit in the middle of a layer.
 //
 //   const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1 });
-//   const pm = new ParallelModel(cfg, cluster, { layout: 'ep=4,dp=4', seed: 1 });
+//   const pm = new ParallelModel(cfg, cluster, { layout: 'tp=2,ep=4,dp=4', seed: 1 });
 //   const r = pm.forwardBackward(tokens, targets, globalBatch, seqLen, { microBatches: 2 });
 //   // pm.grads[rank] are synchronised: step any optimizer per rank on pm.params[rank]
 //
+// Layout (Megatron rank order, device/groups.ts): rank = tp + TP·dp; the EP groups fold the same
+// ranks (rank = ep + EP·edp), so with TP an EP group is made of whole TP groups.
 // Semantics (equal to single-device training, tests/parallel-*.test.ts):
-//   - DP rank d gets sequences [d·B/DP, (d+1)·B/DP) of the global batch, cut into M micro-batches.
-//   - every rank scales its loss by 1/(DP·M); gradients are SUMMED over DP (dense) / expert-DP
-//     (experts), i.e. Megatron's average. The step objective is mean over (rank, micro-batch) of
-//     CE + local aux (switch/seq) + z, plus the group-scoped aux losses (ep-group/global), whose
-//     per-rank terms are fractions of their group's loss and are therefore weighted by
-//     shards-in-group/(DP·M): with EP = world the ep-group loss is the switch loss of the
-//     concatenated batch.
+//   - DP rank d gets sequences [d·B/DP, (d+1)·B/DP) of the global batch, cut into M micro-batches;
+//     the TP ranks of a DP rank share its batch.
+//   - TP: attention heads / MLP hidden units / vocab split (tp/shard.ts, tp/vocab-parallel.ts) with the
+//     conjugate f/g mappings (tp/mappings.ts); the MoE layer runs in a sequence-parallel region: TP
+//     rank i routes tokens [i·T/tp, (i+1)·T/tp) of its DP rank (Megatron requires SP for MoE + TP).
+//   - every rank scales its loss by 1/(DP·M); gradients are SUMMED over DP (dense), expert-DP (experts)
+//     or TP×DP (replicated weights with per-TP-rank partial gradients: router, shared expert, MLA
+//     down-projections), i.e. Megatron's average. The objective is the mean over (DP rank,
+//     micro-batch) of CE + aux + z, where a group-scoped aux term (ep-group, global, and switch under
+//     TP) is each rank's fraction of its group's loss, weighted by the group's share of the tokens.
 //   - Rank r of an EP group owns experts [r·E/EP, (r+1)·E/EP) (ep/ep-moe.ts).
-// Supported: ep, dp (tp = cp = pp = 1); the layout validator lists every other problem up front.
+//   - CP (GQA only): load-balanced chunks, rank r of CP holds chunks r and 2·CP−1−r of every sequence;
+//     attention is context-parallel (cp/cp-attention.ts), everything else is token-wise on the local chunks.
+// Supported: tp, cp, ep, dp (pp = etp = 1); the layout validator lists every other problem up front.
 import { tf } from '../backend/tf.ts';
 import type { Cluster } from '../device/cluster.ts';
 import { groupsOf, resolveDims, type GroupKind, type ProcessGroup } from '../device/groups.ts';
 import type { Allocation } from '../device/memory.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { MoEGPT } from '../model/gpt.ts';
-import { GradStore, ParamStore, type ForwardContext, type RouterStats } from '../model/module.ts';
+import { GradStore, ParamStore, type ForwardContext, type Module, type RouterStats } from '../model/module.ts';
 import { SavedActivations } from '../model/saved.ts';
-import type { TransformerBlock } from '../model/block.ts';
 import { GroupedExperts } from '../model/moe/experts.ts';
 import { MoELayer } from '../model/moe/moe-layer.ts';
 import { resolveLayout, type ParallelSpec, type ResolvedLayout } from './layout.ts';
@@ -32,7 +38,13 @@ import { StepClock } from './clock.ts';
 import { EPMoE, type DispatcherKind, type EPRankLayer } from './ep/ep-moe.ts';
 import { AllGatherMoE } from './ep/allgather-moe.ts';
 import { localExperts } from './ep/dispatch-plan.ts';
+import { isGroupScoped, type RouteGroups } from './ep/route.ts';
 import { allReduceGrads } from './dp/grad-sync.ts';
+import { TPMappings } from './tp/mappings.ts';
+import { shardOf, tpAttention, tpMLP } from './tp/shard.ts';
+import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
+import { CPAttention } from './cp/cp-attention.ts';
+import { cpShard } from './cp/chunking.ts';
 
 export interface ParallelModelOptions {
   layout: string | ParallelSpec;
@@ -63,71 +75,122 @@ export interface ParallelSummary {
   makespan: number;
 }
 
-const GROUP_AUX = new Set(['ep-group', 'global']);
+interface Scales { localAuxScale: number; groupAuxScale: number }
 
 export class ParallelModel {
   readonly layout: ResolvedLayout;
   readonly replicas: MoEGPT[] = [];
   readonly params: ParamStore[] = [];
   readonly grads: GradStore[] = [];
-  /** names of expert-parallel parameters (sharded over EP, reduced over expert-DP) */
+  /** expert-parallel parameters (sharded over EP, reduced over expert-DP) */
   readonly expertParams = new Set<string>();
-  readonly groups: { dp: ProcessGroup[]; ep: ProcessGroup[]; edp: ProcessGroup[] };
+  /** TP-sharded parameters (reduced over DP) */
+  readonly tpShardedParams = new Set<string>();
+  /** replicated parameters with partial gradients per TP rank (reduced over TP×DP when tp > 1) */
+  readonly tpPartialParams = new Set<string>();
+  /** dp: the DP coordinate (data shards); dpcp: DP×CP (reduces dense gradients); tpcp: a micro-batch's ranks; tpdp: everything (pp = 1) */
+  readonly groups: { dp: ProcessGroup[]; dpcp: ProcessGroup[]; cp: ProcessGroup[]; ep: ProcessGroup[]; edp: ProcessGroup[]; tp: ProcessGroup[]; tpcp: ProcessGroup[]; tpdp: ProcessGroup[] };
   readonly clock: StepClock;
+  readonly tpMaps: TPMappings;
   readonly moe: EPMoE | AllGatherMoE;
-  /** per rank, per MoE block index: the rank's layer view */
+  private readonly routeGroups: RouteGroups;
+  /** per MoE block index, per rank: the rank's layer view */
   private readonly epLayers = new Map<number, EPRankLayer[]>();
+  /** per block, per rank: TP shards of attention and dense MLP */
+  private readonly attn: Module[][] = [];
+  private readonly mlp: (Module | null)[][] = [];
+  private readonly vpEmbedding: VocabParallelEmbedding | null = null;
+  private readonly vpHead: VocabParallelHead | null = null;
   private readonly actAllocs = new Map<string, Allocation>();
   private gradAllocs: Array<[number, Allocation]> = [];
 
   constructor(readonly cfg: ModelConfig, readonly cluster: Cluster, readonly opts: ParallelModelOptions) {
     this.layout = resolveLayout(opts.layout, {
       model: cfg, clusterDevices: cluster.size, globalBatch: opts.globalBatch, seqLen: opts.seqLen, microBatches: opts.microBatches,
-      supported: { tp: 1, cp: 1, pp: 1, etp: 1 },
+      supported: { pp: 1, etp: 1 },
     });
-    const problems: string[] = [];
+    const L = this.layout, problems: string[] = [];
+    const groupAux = cfg.moe.auxLoss.filter((a) => a.coeff > 0 && (a.type === 'ep-group' || a.type === 'global' || (L.tp * L.cp > 1 && a.type === 'switch')));
     if (cfg.numMtpLayers > 0) problems.push(`numMtpLayers ${cfg.numMtpLayers}: MTP is not executed in parallel yet`);
     if (cfg.moe.inputJitterEps > 0) problems.push('moe.inputJitterEps > 0 is not supported by the EP router');
     if (cfg.dropout > 0) problems.push('dropout > 0 is not supported in parallel runs');
-    if (cfg.moe.auxLoss.filter((a) => a.coeff > 0 && GROUP_AUX.has(a.type)).length > 1) problems.push('at most one group-scoped aux loss (ep-group or global)');
+    if (groupAux.length > 1) problems.push(`at most one group-scoped aux loss (ep-group, global${L.tp > 1 ? ', switch under TP' : ''}), got ${groupAux.map((a) => a.type).join(', ')}`);
+    if (L.tp > 1) {
+      if (cfg.tieEmbeddings) problems.push('tied embeddings are not supported with tp > 1 (vocab-parallel head)');
+      if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) problems.push("'seq' aux loss is not supported with tp > 1 (sequences are split over TP in the MoE)");
+    }
+    if (L.ep % (L.tp * L.cp) !== 0 && groupAux.some((a) => a.type === 'ep-group')) problems.push(`ep-group aux with tp·cp = ${L.tp * L.cp} needs ep divisible by tp·cp (got ep=${L.ep})`);
+    if (L.cp > 1) {
+      if (cfg.attention !== 'gqa') problems.push(`cp=${L.cp} needs attention 'gqa' (context-parallel MLA is not implemented)`);
+      if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) problems.push("'seq' aux loss is not supported with cp > 1");
+    }
     if (problems.length) throw new Error(`ParallelModel: ${problems.join('; ')}`);
-    const L = this.layout;
     // groups over the first `world` devices of the cluster (Megatron rank order, device/groups.ts)
     const dims = resolveDims(L.world, { tp: L.tp, cp: L.cp, dp: L.dp, pp: L.pp, ep: L.ep, etp: L.etp });
     const groups = (kind: GroupKind) => groupsOf(kind, dims).map((ranks) => ({ kind, ranks }));
-    this.groups = { dp: groups('dp'), ep: groups('ep'), edp: groups('edp') };
+    const world = [{ kind: 'tp-dp', ranks: [...Array(L.world).keys()] }];   // pp = cp = 1
+    this.groups = { dp: groups('dp'), dpcp: groups('dp-cp'), cp: groups('cp'), ep: groups('ep'), edp: groups('edp'), tp: groups('tp'), tpcp: groups('tp-cp'), tpdp: world };
     this.clock = new StepClock(cluster);
+    this.tpMaps = new TPMappings(cluster, this.groups.tp, this.clock);
     for (let r = 0; r < L.world; r++) this.buildRank(r);
+    if (L.tp > 1) {
+      this.vpEmbedding = new VocabParallelEmbedding(this.tpMaps, this.params, 'embedding.weight', cfg.vocabSize);
+      this.vpHead = new VocabParallelHead(this.tpMaps, this.params, 'lmHead.weight', cfg.vocabSize);
+    }
+    for (let r = 0; r < L.world; r++) {
+      const dev = cluster.device(r);
+      for (const [name, v] of this.params[r].vars) dev.hbm.alloc('weights', name, v.size * (dev.elementBytes ?? 4));
+    }
     const dispatcher = opts.dispatcher ?? 'alltoall';
-    const routeGroups = { ep: this.groups.ep, global: this.groups.dp };
-    this.moe = dispatcher === 'allgather' ? new AllGatherMoE(cluster, routeGroups, this.clock) : new EPMoE(cluster, routeGroups, dispatcher, this.clock);
+    this.routeGroups = { ep: this.groups.ep, global: this.groups.tpdp, tp: this.groups.tpcp };
+    this.moe = dispatcher === 'allgather' ? new AllGatherMoE(cluster, this.routeGroups, this.clock) : new EPMoE(cluster, this.routeGroups, dispatcher, this.clock);
   }
 
-  private epRank(rank: number): number { return this.groups.ep.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
+  private rankIn(groups: ProcessGroup[], rank: number): number { return groups.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
 
-  /** Replica with the same seed as the single-device model, then keep only this rank's experts. */
+  /** Replica with the same seed as the single-device model, then keep only this rank's shards. */
   private buildRank(r: number): void {
-    const cfg = this.cfg, model = new MoEGPT(cfg, this.opts.seed);
-    const { first, count } = localExperts(this.epRank(r), cfg.moe.numExperts, this.layout.ep);
+    const cfg = this.cfg, L = this.layout, model = new MoEGPT(cfg, this.opts.seed), P = model.params;
+    const tpRank = this.rankIn(this.groups.tp, r);
+    const { first, count } = localExperts(this.rankIn(this.groups.ep, r), cfg.moe.numExperts, L.ep);
+    const attn: Module[] = [], mlp: (Module | null)[] = [];
     model.blocks.forEach((b, l) => {
-      if (!(b.moe instanceof MoELayer)) return;
+      const note = (m: { sharded: string[]; partial: string[] }) => {
+        m.sharded.forEach((n) => this.tpShardedParams.add(n));
+        if (L.tp > 1) m.partial.forEach((n) => this.tpPartialParams.add(n));
+      };
+      const a = tpAttention(cfg, P, `layers.${l}.attn`, L.tp, tpRank);
+      note(a); attn.push(a.module);
+      if (!(b.moe instanceof MoELayer)) {
+        const m = tpMLP(P, `layers.${l}.mlp`, cfg.hiddenSize, cfg.denseIntermediateSize, L.tp, tpRank);
+        note(m); mlp.push(m.module);
+        return;
+      }
+      mlp.push(null);
       const full = b.moe.experts, prefix = full.prefix;
       const slices = [full.w1, full.w3, full.w2].map((w) => tf.slice(w, [first, 0, 0], [count, -1, -1]));
       const tmp = new ParamStore();
       const experts = new GroupedExperts(prefix, count, cfg.hiddenSize, cfg.moe.expertHiddenSize, tmp, () => slices.shift()!, 0);
       for (const n of ['w1', 'w3', 'w2']) {
         const name = `${prefix}.${n}`;
-        model.params.vars.get(name)!.dispose();
-        model.params.vars.set(name, tmp.vars.get(name)!);
+        P.vars.get(name)!.dispose();
+        P.vars.set(name, tmp.vars.get(name)!);
         this.expertParams.add(name);
       }
       tmp.vars.clear();
+      // sequence-parallel MoE: router and shared expert see 1/tp of the tokens → partial gradients
+      if (L.tp > 1) for (const n of P.names()) if (n === b.moe.router.name || n.startsWith(`${b.moe.prefix}.shared.`)) this.tpPartialParams.add(n);
       const list = this.epLayers.get(l) ?? [];
       list[r] = { layer: b.moe, experts };
       this.epLayers.set(l, list);
     });
-    const dev = this.cluster.device(r);
-    for (const [name, v] of model.params.vars) dev.hbm.alloc('weights', name, v.size * (dev.elementBytes ?? 4));
+    if (L.tp > 1) for (const [name, kind] of [['embedding.weight', 'row'], ['lmHead.weight', 'column']] as const) {
+      const full = P.get(name), shard = shardOf(full, kind, L.tp, tpRank);
+      P.vars.set(name, tf.variable(shard, true, `${name}_tp${r}`));
+      shard.dispose(); full.dispose();
+      this.tpShardedParams.add(name);
+    }
+    this.attn.push(attn); this.mlp.push(mlp);
     this.replicas.push(model);
     this.params.push(model.params);
     this.grads.push(new GradStore());
@@ -135,7 +198,7 @@ export class ParallelModel {
 
   /** The group that reduces parameter `name` on `rank`. */
   gradGroup(name: string, rank: number): ProcessGroup {
-    const groups = this.expertParams.has(name) ? this.groups.edp : this.groups.dp;
+    const groups = this.expertParams.has(name) ? this.groups.edp : this.tpPartialParams.has(name) ? this.groups.tpdp : this.groups.dpcp;
     return groups.find((g) => g.ranks.includes(rank))!;
   }
 
@@ -156,33 +219,44 @@ export class ParallelModel {
     this.gradAllocs = [];
   }
 
+  /** Gradient weights of the aux terms: each rank's tokens are 1/(tp·DP) of a micro-batch's. */
+  private scales(M: number): Scales {
+    const L = this.layout, share = 1 / (L.tp * L.cp * L.dp * M);
+    const scope = this.cfg.moe.auxLoss.find((a) => a.coeff > 0 && isGroupScoped(a.type, this.routeGroups))?.type;
+    const groupSize = scope === 'ep-group' ? L.ep : scope === 'global' ? L.world : scope === 'switch' ? L.tp * L.cp : 1;
+    return { localAuxScale: share, groupAuxScale: groupSize * share };
+  }
+
   /**
    * One training step's forward and backward over the global batch (tokens/targets [globalBatch·seqLen],
-   * batch-major); gradients are synchronised over DP / expert-DP on return. Call zeroGrad() between steps.
+   * batch-major); gradients are synchronised over DP / expert-DP / TP×DP on return (unless the
+   * distributed optimizer does it). Call zeroGrad() between steps.
    */
   forwardBackward(tokens: Int32Array, targets: Int32Array, globalBatch: number, seqLen: number, opts: { microBatches?: number; seed?: number } = {}): ParallelStepReport {
     const L = this.layout, M = opts.microBatches ?? 1, W = L.world;
     resolveLayout(L, { model: this.cfg, globalBatch, seqLen, microBatches: M, clusterDevices: this.cluster.size });
     if (tokens.length !== globalBatch * seqLen || targets.length !== tokens.length) throw new Error(`tokens/targets must have globalBatch·seqLen = ${globalBatch * seqLen} entries`);
     const b = globalBatch / (L.dp * M);
-    const dpRank = (r: number) => this.groups.dp.find((g) => g.ranks.includes(r))!.ranks.indexOf(r);
-    const groupAux = this.cfg.moe.auxLoss.find((a) => a.coeff > 0 && GROUP_AUX.has(a.type));
-    const shards = groupAux?.type === 'ep-group' ? L.ep : L.dp;     // data shards in the aux group (tp = cp = 1)
-    const scales = { localAuxScale: 1 / (L.dp * M), groupAuxScale: shards / (L.dp * M) };
+    const scales = this.scales(M);
+    const cpAttn = L.cp > 1 ? new CPAttention(this.cluster, this.groups.cp, this.clock, this.cfg.headDim, this.cfg.ropeTheta, seqLen) : null;
     const perRank = Array.from({ length: W }, (_, rank) => ({ rank, lmLoss: 0, aux: {} as Record<string, number> }));
     const routerStats: RouterStats[][] = Array.from({ length: W }, () => []);
     let loss = 0, lmLoss = 0, auxLoss = 0, zLoss = 0;
     for (let m = 0; m < M; m++) {
-      const ctxs: ForwardContext[] = Array.from({ length: W }, () => ({ training: true, lossScale: 1 / (L.dp * M), seed: (opts.seed ?? 1) * 1000 + m, routerStats: [], recordStats: true }));
-      const shard = (a: Int32Array, r: number) => { const s0 = (dpRank(r) * M + m) * b * seqLen; return a.subarray(s0, s0 + b * seqLen); };
-      const ce = this.microBatch((r) => shard(tokens, r), (r) => shard(targets, r), b, seqLen, ctxs, scales);
+      const ctxs: ForwardContext[] = Array.from({ length: W }, () => ({ training: true, lossScale: 1 / (L.cp * L.dp * M), seed: (opts.seed ?? 1) * 1000 + m, routerStats: [], recordStats: true }));
+      const shard = (a: Int32Array, r: number) => {
+        const s0 = (this.rankIn(this.groups.dp, r) * M + m) * b * seqLen, seqs = a.subarray(s0, s0 + b * seqLen);
+        return L.cp > 1 ? cpShard(seqs, b, seqLen, L.cp, this.rankIn(this.groups.cp, r)) : seqs;
+      };
+      const ce = this.microBatch((r) => shard(tokens, r), (r) => shard(targets, r), b, seqLen / L.cp, ctxs, scales, cpAttn);
       for (let r = 0; r < W; r++) {
         perRank[r].lmLoss += ce[r] / M;
         routerStats[r].push(...ctxs[r].routerStats);
-        loss += ce[r] / (L.dp * M); lmLoss += ce[r] / (L.dp * M);
+        const w = 1 / (L.tp * L.cp * L.dp * M);   // TP ranks share the CE; CP ranks hold equal parts of it
+        loss += w * ce[r]; lmLoss += w * ce[r];
         for (const st of ctxs[r].routerStats) for (const [k, v] of Object.entries(st.auxLosses)) {
           perRank[r].aux[k] = (perRank[r].aux[k] ?? 0) + v / M;
-          const w = GROUP_AUX.has(k) ? scales.groupAuxScale : scales.localAuxScale;
+          const w = isGroupScoped(k, this.routeGroups) ? scales.groupAuxScale : scales.localAuxScale;
           loss += w * v;
           if (k === 'z') zLoss += w * v; else auxLoss += w * v;
         }
@@ -194,67 +268,128 @@ export class ParallelModel {
       const dev = this.cluster.device(r);
       for (const [n, g] of this.grads[r].grads) this.gradAllocs.push([r, dev.hbm.alloc('gradients', n, g.size * (dev.elementBytes ?? 4))]);
     }
-    // data-parallel replicas count the same loss DP times: perRank has each rank's share
     return { loss, lmLoss, auxLoss, zLoss, perRank, routerStats };
   }
 
   /** Forward + backward of one micro-batch on every rank in lockstep; returns each rank's CE. */
-  private microBatch(tok: (r: number) => Int32Array, tgt: (r: number) => Int32Array, b: number, S: number, ctxs: ForwardContext[], scales: { localAuxScale: number; groupAuxScale: number }): number[] {
-    const W = this.layout.world, H = this.cfg.hiddenSize, ranks = [...Array(W).keys()];
+  private microBatch(tok: (r: number) => Int32Array, tgt: (r: number) => Int32Array, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: CPAttention | null): number[] {
+    const W = this.layout.world, H = this.cfg.hiddenSize, ranks = [...Array(W).keys()], T = b * S, tp = this.tpMaps;
     const emb = ranks.map((r) => this.newRecord(r, 'embedding'));
     const heads = ranks.map((r) => this.newRecord(r, 'head'));
     const layerRecs = this.replicas[0].blocks.map((_, l) => ranks.map((r) => this.newRecord(r, `layers.${l}`)));
-    const all = () => [...emb, ...heads, ...layerRecs.flat()];
+    const perRank = <X>(f: (r: number) => X): X[] => ranks.map((r) => f(r));
+    const tidyAll = (f: (r: number) => tf.Tensor) => ranks.map((r) => tf.tidy(() => f(r)));
+    const bsh = (x: tf.Tensor) => tf.reshape(x, [b, S, H]);
     try {
-      let h = ranks.map((r) => this.replicas[r].embed(tok(r), b, S, emb[r]));                         // [b, S, H]
+      // --- forward
+      let h = this.vpEmbedding ? this.vpEmbedding.forward(perRank(tok), emb).map((x) => { const y = bsh(x); x.dispose(); return y; })
+        : perRank((r) => this.replicas[r].embed(tok(r), b, S, emb[r]));                                         // [b, S, H]
       this.replicas[0].blocks.forEach((_, l) => {
-        const blocks = ranks.map((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
-        const pre = ranks.map((r) => tf.tidy(() => blockPre(blocks[r], h[r], recs[r], ctxs[r])));
-        ranks.forEach((r) => this.clock.compute(r, `L${l} attn fwd`, { flops: 2 * b * S * attnParams(this.replicas[r], l) }));
-        tf.dispose(h);
+        const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
+        // attention: norm → f → local heads → g (all-reduce of partial outputs)
+        let aPart: tf.Tensor[];
+        if (cpAttn) {
+          const normed = tidyAll((r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));
+          aPart = cpAttn.forward(`layers.${l}.attn`, this.params, normed, recs);
+          tf.dispose(normed);
+        } else aPart = tidyAll((r) => this.attn[r][l].forward(blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]), recs[r], ctxs[r]));
+        if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn fwd`, { flops: 2 * T * attnParams(this.params[r], l) }));
+        const a = tp.reduceFromTP(aPart, `L${l}.attn`);
+        const pre = ranks.map((r) => tf.tidy(() => {
+          const a2 = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.forward(a[r], recs[r], ctxs[r]) : a[r];
+          const h1 = tf.add(h[r], a2);
+          return { h1, n: blocks[r].mlpNorm.forward(h1, recs[r], ctxs[r]) };
+        }));
+        tf.dispose([...h, ...aPart, ...a]);
         let m: tf.Tensor[];
-        if (blocks[0].moe) m = this.moe.forward(this.epLayers.get(l)!, pre.map((p) => p.n), recs, ctxs, scales);
-        else m = ranks.map((r) => tf.tidy(() => blocks[r].ffn.forward(tf.reshape(pre[r].n, [b * S, H]), recs[r], ctxs[r])));
-        h = ranks.map((r) => tf.tidy(() => blockPost(blocks[r], pre[r].h1, m[r], recs[r], ctxs[r])));
+        if (blocks[0].moe) {
+          // sequence-parallel region: each TP rank routes its slice of the tokens
+          const n2 = pre.map((p) => tf.reshape(p.n, [T, H]));
+          const nSP = tp.scatterToSP(n2);
+          tf.dispose(n2);
+          const y = this.moe.forward(this.epLayers.get(l)!, nSP, recs, ctxs, scales);                        // [T/tp, H]
+          m = tp.gatherFromSP(y, `L${l}.moe`);
+          tf.dispose([...nSP, ...y]);
+        } else {
+          const part = tidyAll((r) => this.mlp[r][l]!.forward(tf.reshape(pre[r].n, [T, H]), recs[r], ctxs[r]));
+          ranks.forEach((r) => this.clock.compute(r, `L${l} mlp fwd`, { flops: 2 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
+          m = tp.reduceFromTP(part, `L${l}.mlp`);
+          tf.dispose(part);
+        }
+        h = tidyAll((r) => {
+          let y = bsh(m[r]);
+          if (blocks[r].mlpPostNorm) y = blocks[r].mlpPostNorm!.forward(y, recs[r], ctxs[r]);
+          return tf.add(pre[r].h1, y);
+        });
         tf.dispose([...pre.flatMap((p) => [p.h1, p.n]), ...m]);
       });
-      const ce = ranks.map((r) => {
-        const t = tf.tidy(() => this.replicas[r].head.loss(h[r], tgt(r), heads[r]));
-        const v = t.dataSync()[0]; t.dispose();
-        this.clock.compute(r, 'head fwd', { gemm: [b * S, this.cfg.vocabSize, H] });
-        return v;
-      });
+      let ce: number[];
+      if (this.vpHead) {
+        const x = tidyAll((r) => tf.reshape(this.replicas[r].head.norm.forward(h[r], heads[r]), [T, H]));
+        ce = this.vpHead.forward(x, perRank(tgt), heads);
+        tf.dispose(x);
+      } else ce = ranks.map((r) => { const t = tf.tidy(() => this.replicas[r].head.loss(h[r], tgt(r), heads[r])); const v = t.dataSync()[0]; t.dispose(); return v; });
+      ranks.forEach((r) => this.clock.compute(r, 'head fwd', { gemm: [T, this.cfg.vocabSize / this.layout.tp, H] }));
       tf.dispose(h);
-      // backward
-      let d = ranks.map((r) => tf.tidy(() => this.replicas[r].head.backward(ctxs[r].lossScale, heads[r], this.grads[r], [b, S, H])));
-      ranks.forEach((r) => this.clock.compute(r, 'head bwd', { gemm: [b * S, 2 * this.cfg.vocabSize, H] }));
+      // --- backward
+      let d: tf.Tensor[];
+      if (this.vpHead) {
+        const dx = this.vpHead.backward(ctxs.map((c) => c.lossScale), heads, this.grads);
+        d = tidyAll((r) => this.replicas[r].head.norm.backward(bsh(dx[r]), heads[r], this.grads[r]));
+        tf.dispose(dx);
+      } else d = tidyAll((r) => this.replicas[r].head.backward(ctxs[r].lossScale, heads[r], this.grads[r], [b, S, H]));
+      ranks.forEach((r) => this.clock.compute(r, 'head bwd', { gemm: [T, 2 * this.cfg.vocabSize / this.layout.tp, H] }));
       for (let l = this.replicas[0].blocks.length - 1; l >= 0; l--) {
-        const blocks = ranks.map((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
-        const dm = ranks.map((r) => tf.tidy(() => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(d[r]))));
+        const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
+        const dm = tidyAll((r) => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(d[r])));
         let dn: tf.Tensor[];
-        if (blocks[0].moe) dn = this.moe.backward(this.epLayers.get(l)!, dm, recs, this.grads, scales);
-        else dn = ranks.map((r) => tf.tidy(() => tf.reshape(blocks[r].ffn.backward(tf.reshape(dm[r], [b * S, H]), recs[r], this.grads[r], ctxs[r]), [b, S, H])));
-        const dPrev = ranks.map((r) => tf.tidy(() => blockPreBackward(blocks[r], d[r], dn[r], recs[r], this.grads[r], ctxs[r])));
-        ranks.forEach((r) => { this.clock.compute(r, `L${l} attn bwd`, { flops: 4 * b * S * attnParams(this.replicas[r], l) }); recs[r].dispose(); });
-        tf.dispose([...d, ...dm, ...dn]);
+        if (blocks[0].moe) {
+          const dm2 = dm.map((x) => tf.reshape(x, [T, H]));
+          const dSP = tp.gatherFromSPBackward(dm2);
+          tf.dispose(dm2);
+          const dx = this.moe.backward(this.epLayers.get(l)!, dSP, recs, this.grads, scales);
+          dn = tp.scatterToSPBackward(dx, `L${l}.moe`);
+          tf.dispose([...dSP, ...dx]);
+        } else {
+          const part = tidyAll((r) => this.mlp[r][l]!.backward(tf.reshape(dm[r], [T, H]), recs[r], this.grads[r], ctxs[r]));
+          ranks.forEach((r) => this.clock.compute(r, `L${l} mlp bwd`, { flops: 4 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
+          dn = tp.copyToTPBackward(part, `L${l}.mlp`);
+          tf.dispose(part);
+        }
+        const dh1 = tidyAll((r) => tf.add(d[r], blocks[r].mlpNorm.backward(bsh(dn[r]), recs[r], this.grads[r], ctxs[r])));
+        let daPart: tf.Tensor[];
+        if (cpAttn) {
+          const daIn = tidyAll((r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(dh1[r])));
+          daPart = cpAttn.backward(`layers.${l}.attn`, this.params, daIn, recs, this.grads);
+          tf.dispose(daIn);
+        } else daPart = tidyAll((r) => {
+          const da = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : dh1[r];
+          return this.attn[r][l].backward(da, recs[r], this.grads[r], ctxs[r]);
+        });
+        if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn bwd`, { flops: 4 * T * attnParams(this.params[r], l) }));
+        const da = tp.copyToTPBackward(daPart, `L${l}.attn`);
+        const dPrev = tidyAll((r) => tf.add(dh1[r], blocks[r].attnNorm.backward(da[r], recs[r], this.grads[r], ctxs[r])));
+        ranks.forEach((r) => recs[r].dispose());
+        tf.dispose([...d, ...dm, ...dn, ...dh1, ...daPart, ...da]);
         d = dPrev;
       }
-      ranks.forEach((r) => tf.tidy(() => { this.replicas[r].embedding.backward(tf.reshape(d[r], [b * S, H]), emb[r], this.grads[r], ctxs[r]).dispose(); }));
+      if (this.vpEmbedding) this.vpEmbedding.backward(d, emb, this.grads);
+      else ranks.forEach((r) => tf.tidy(() => { this.replicas[r].embedding.backward(tf.reshape(d[r], [T, H]), emb[r], this.grads[r], ctxs[r]).dispose(); }));
       tf.dispose(d);
       return ce;
     } finally {
-      for (const rec of all()) rec.dispose();
+      for (const rec of [...emb, ...heads, ...layerRecs.flat()]) rec.dispose();
     }
   }
 
   /**
-   * End of the global batch (Megatron finalize_model_grads): expert-bias counts all-reduced over DP,
-   * b ← b + u·sign(mean(c) − c) on every replica, and the 'global' aux trackers reset.
+   * End of the global batch (Megatron finalize_model_grads): expert-bias counts all-reduced over
+   * TP×DP, b ← b + u·sign(mean(c) − c) on every replica, and the 'global' aux trackers reset.
    */
   private endGlobalBatch(): void {
     for (const [, list] of this.epLayers) {
       if (this.cfg.moe.expertBias) {
-        for (const g of this.groups.dp) {
+        for (const g of this.groups.tpdp) {
           const ins = g.ranks.map((r) => tf.tensor1d(Float32Array.from(list[r].layer.localTokensPerExpert)));
           const res = this.cluster.comm.allReduce(g, ins, { label: 'dp.expertBiasCounts', after: this.clock.after(g.ranks) });
           this.clock.comm(g.ranks, res.events);
@@ -272,9 +407,7 @@ export class ParallelModel {
       const s = this.cluster.device(rank).hbm.snapshot();
       return { rank, peak: s.peak, used: s.used, byCategory: s.byCategory };
     });
-    const comm = this.cluster.commLedger.summary();
-    const makespan = this.cluster.timeline.events.reduce((t, e) => Math.max(t, e.end), 0);
-    return { layout: this.layout, memory, comm, commBytes: this.cluster.commLedger.total(), makespan };
+    return { layout: this.layout, memory, comm: this.cluster.commLedger.summary(), commBytes: this.cluster.commLedger.total(), makespan: this.cluster.timeline.makespan };
   }
 
   dispose(): void {
@@ -283,32 +416,10 @@ export class ParallelModel {
   }
 }
 
-/** Non-expert attention parameters of layer l (for the coarse compute charge). */
-function attnParams(model: MoEGPT, l: number): number {
+/** Attention parameters of layer l on this rank (for the coarse compute charge). */
+function attnParams(params: ParamStore, l: number): number {
   let n = 0;
-  for (const [name, v] of model.params.vars) if (name.startsWith(`layers.${l}.attn.`)) n += v.size;
+  for (const [name, v] of params.vars) if (name.startsWith(`layers.${l}.attn.`)) n += v.size;
   return n;
 }
 
-// --- TransformerBlock.forward/backward split around the FFN (same sub-modules, same record names) ---
-
-function blockPre(b: TransformerBlock, h: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): { h1: tf.Tensor; n: tf.Tensor } {
-  let a = b.attn.forward(b.attnNorm.forward(h, rec, ctx), rec, ctx);
-  if (b.attnPostNorm) a = b.attnPostNorm.forward(a, rec, ctx);
-  const h1 = tf.add(h, a);
-  return { h1, n: b.mlpNorm.forward(h1, rec, ctx) };
-}
-
-function blockPost(b: TransformerBlock, h1: tf.Tensor, m0: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
-  let m = tf.reshape(m0, h1.shape);
-  if (b.mlpPostNorm) m = b.mlpPostNorm.forward(m, rec, ctx);
-  return tf.add(h1, m);
-}
-
-/** dy = ∂L/∂h_out, dn = ∂L/∂(mlpNorm output) → ∂L/∂h_in. */
-function blockPreBackward(b: TransformerBlock, dy: tf.Tensor, dn: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): tf.Tensor {
-  const dh1 = tf.add(dy, b.mlpNorm.backward(tf.reshape(dn, dy.shape), rec, grads, ctx));
-  let da = b.attnPostNorm ? b.attnPostNorm.backward(dh1, rec, grads, ctx) : dh1;
-  da = b.attn.backward(da, rec, grads, ctx);
-  return tf.add(dh1, b.attnNorm.backward(da, rec, grads, ctx));
-}

@@ -11,6 +11,9 @@ import { GradStore, type ForwardContext } from '../model/module.ts';
 import { MoEGPT } from '../model/gpt.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ResolvedLayout } from './layout.ts';
+import { tf } from '../backend/tf.ts';
+import type { ParallelModel } from './parallel-model.ts';
+import { shardKind, shardOf } from './tp/shard.ts';
 
 export interface ReferenceStep { loss: number; grads: GradStore; model: MoEGPT }
 
@@ -23,7 +26,7 @@ export function shardSequences(d: number, m: number, M: number, b: number): numb
 export function referenceMicroBatches(cfg: ModelConfig, layout: ResolvedLayout, globalBatch: number, M: number): { seqs: number[]; scale: number }[] {
   const b = globalBatch / (layout.dp * M), DP = layout.dp;
   const scope = cfg.moe.auxLoss.find((a) => a.coeff > 0 && (a.type === 'ep-group' || a.type === 'global'))?.type;
-  const groupSize = scope === 'ep-group' ? layout.ep : scope === 'global' ? DP : 1;   // data shards per statistic (tp = cp = 1)
+  const groupSize = scope === 'ep-group' ? layout.ep / (layout.tp * layout.cp) : scope === 'global' ? DP : 1;   // DP shards per statistic
   const out: { seqs: number[]; scale: number }[] = [];
   for (let m = 0; m < M; m++)
     for (let g = 0; g < DP / groupSize; g++)
@@ -44,4 +47,22 @@ export function referenceStep(model: MoEGPT, layout: ResolvedLayout, tokens: Int
   }
   for (const l of model.moeLayers()) l.resetGlobalAux();
   return { loss, grads, model };
+}
+
+/**
+ * The part of a full (single-device) tensor that `rank` of `pm` holds for parameter `name`: the EP
+ * rank's experts of a stacked bank, the TP shard (tp/shard.ts, vocab rows/columns), or all of it.
+ */
+export function localShard(pm: ParallelModel, name: string, rank: number, full: tf.Tensor): Float32Array {
+  return tf.tidy(() => {
+    const L = pm.layout;
+    if (pm.expertParams.has(name)) {
+      const epRank = pm.groups.ep.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank), count = full.shape[0] / L.ep;
+      return tf.slice(full, [epRank * count], [count]).dataSync() as Float32Array;
+    }
+    if (!pm.tpShardedParams.has(name)) return full.dataSync() as Float32Array;
+    const tpRank = pm.tpMaps.tpRank(rank);
+    const kind = name === 'embedding.weight' ? 'row' : name === 'lmHead.weight' ? 'column' : shardKind(name);
+    return shardOf(full, kind, L.tp, tpRank).dataSync() as Float32Array;
+  });
 }

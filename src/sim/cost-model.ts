@@ -17,10 +17,19 @@ import {
 import type { DeviceSpec, LinkSpec } from '../device/specs.ts';
 import { memoryBreakdown, recomputeSet } from './memory.ts';
 import type { ModelCost } from './model-cost.ts';
-import { bubbleTime, defaultSchedule } from './schedule.ts';
+import { bubbleTime, defaultSchedule, stageSplit } from './schedule.ts';
 import type { ParallelLayout, SimOptions, SimResult, TimeBreakdown } from './types.ts';
 
 const BETA = 2; // bf16 activations on the wire
+/**
+ * Share of a GPU's SMs that EP communication kernels occupy while overlapped with compute: DeepSeek-V3
+ * dedicates 20 of the H800's 132 SMs to all-to-all (arXiv 2412.19437 §3.2.2), so overlapped compute runs
+ * at 112/132 speed. Ascend: no published figure (HCCL all-to-all on 910B is not documented to take AI
+ * cores); 0.
+ */
+export const GPU_COMM_SM_SHARE = 20 / 132;
+/** Bytes of HBM traffic per GEMM-input element to quantise it to FP8 (read bf16, write fp8 + a transposed fp8 copy). */
+export const FP8_QUANT_BYTES = 4;
 
 const scaledLinks = new WeakMap<LinkSpec, Map<number, LinkSpec>>();
 /** `link` with its efficiency multiplied by `s` (cached: no allocation in the search loop). */
@@ -42,11 +51,19 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const devices = l.tp * l.cp * l.pp * l.dp;
   const m = l.globalBatch / (l.dp * l.microBatch);
   const peak = peakFlops(spec, o.dtype);
+  // FP8 runs: the linear layers run FP8 GEMMs; core attention, router and output head stay in BF16
+  // (Transformer Engine / Megatron keep them in higher precision; DeepSeek-V3 §3.3.1)
+  const fp8 = o.dtype === 'fp8';
+  const peak16 = fp8 ? peakFlops(spec, 'bf16') : peak;
   const dpn = spec.devicesPerNode;
-  const gemm = (flops: number, mm: number, nn: number, kk: number) =>
-    flops <= 0 ? 0 : flops / (peak * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
-  const core = (flops: number) => flops <= 0 ? 0 : flops / (peak * Math.min(0.98, curveEfficiency(spec.efficiency.gemm, flops / 1e9) * cal.gemmScale));
+  const gemmAt = (pk: number, flops: number, mm: number, nn: number, kk: number) =>
+    flops <= 0 ? 0 : flops / (pk * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
+  const gemm = (flops: number, mm: number, nn: number, kk: number) => gemmAt(peak, flops, mm, nn, kk);
+  const core = (flops: number) => flops <= 0 ? 0 : flops / (peak16 * Math.min(0.98, curveEfficiency(spec.efficiency.gemm, flops / 1e9) * cal.gemmScale));
   const mem = (bytes: number) => bytes > 0 ? memoryTime(bytes, spec) - spec.efficiency.launchOverhead : 0;
+  // FP8 quantisation of GEMM inputs (counted in the forward, so ×3 over fwd + dgrad + wgrad covers the
+  // activation casts of the forward and the gradient casts of the backward)
+  const q8 = (elements: number) => fp8 ? mem(FP8_QUANT_BYTES * elements) : 0;
 
   // --- tokens per rank -------------------------------------------------------------------------
   const T = (l.microBatch * l.seqLen) / l.cp;  // tokens per TP group
@@ -63,15 +80,17 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // unfused attention writes and re-reads scores, softmax and dropout mask: ~10 bytes per score
   const scores = o.flashAttention ? 0 : (l.microBatch * cfg.numHeads * l.seqLen * l.seqLen) / (l.tp * l.cp * l.cp);
   const attnCoreMem = mem(10 * scores);
-  const attnFwd = attnLin + attnCore + attnCoreMem + attnMem;
+  const vDim = cfg.mla ? cfg.numHeads * cfg.mla.vHeadDim : cfg.numHeads * cfg.headDim;
+  const attnFwd = attnLin + attnCore + attnCoreMem + attnMem + q8(T * (h + vDim / l.tp));
   const fd = cfg.denseIntermediateSize;
-  const denseFwd = gemm(T * f.denseMlp / l.tp, T, (3 * fd) / l.tp, h) + mem(normBytes + BETA * tl * 3 * fd);
+  const denseFwd = gemm(T * f.denseMlp / l.tp, T, (3 * fd) / l.tp, h) + mem(normBytes + BETA * tl * 3 * fd) + q8(T * (h + fd / l.tp));
   const E = moe.numExperts, k = moe.topk, fe = moe.expertHiddenSize;
   const copies = tl * k * rho;                                  // routed copies on the hottest rank
   const tokPerExpert = Math.max(1, (l.ep * tl * k) / E);
   const expertFwd = mc.hasMoE ? gemm(copies * f.expertPerCopy, tokPerExpert, 3 * fe, h)
     + gemm(T * f.sharedExpert / l.tp, T, (3 * fe * moe.numSharedExperts) / l.tp, h)
-    + core(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe)) : 0;
+    + core(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe))
+    + q8(copies * (h + fe) + T * (h + fe * moe.numSharedExperts / l.tp)) : 0;
 
   // --- TP (sequence parallel): 2 all-gathers + 2 reduce-scatters of T·h per layer, each direction --
   const S = T * h * BETA;
@@ -132,7 +151,9 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
       if (isMoE && rc('permute')) { recompute += mem(BETA * copies * 2 * h); epExtra = epFwd / 2; } // re-dispatch
     }
     const epAll = epRaw + epExtra;
-    const ep = o.adaptivePipeOverlap ? Math.max(epAll * (1 - hidden), epAll - (compute + recompute)) : epAll;
+    let ep = o.adaptivePipeOverlap ? Math.max(epAll * (1 - hidden), epAll - (compute + recompute)) : epAll;
+    // overlapped compute runs on the SMs the communication kernels leave free (GPUs only)
+    if (o.adaptivePipeOverlap && !spec.name.startsWith('ascend')) ep += (epAll - ep) * GPU_COMM_SM_SHARE / (1 - GPU_COMM_SM_SHARE);
     const cp = 3 * Math.max(0, cpFwd - attnCore);
     let swap = 0;
     if (o.swapAttention) {
@@ -147,21 +168,29 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
 
   // heaviest stage: padded layer count, or the last stage's layers plus the output head
   const n = mc.layers;
-  const per = Math.ceil(n / (l.pp * l.vpp)) * l.vpp;
-  const lastLayers = l.pp === 1 ? n : Math.max(0, n - per * (l.pp - 1));
-  const headFwd = gemm(T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp)
+  const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp)
     + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
   const head = 3 * headFwd * (1 + cfg.numMtpLayers);
   const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap');
-  const stageLayers = l.pp === 1 || per * layerSum >= lastLayers * layerSum + head ? per : lastLayers;
-  const withHead = l.pp === 1 || stageLayers === lastLayers;
-  const cnt = stageLayers;
+  // stage split balanced on time: the head counts as head/layerSum layers on the last stage
+  const paired = schedule === 'dualpipe';
+  const split = stageSplit(n, l.pp, l.vpp, layerSum > 0 ? head / layerSum : 0, paired);
+  const per = split.per;
+  const lastLayers = split.last;
+  // the heaviest rank: a full stage, or the last stage with the head (DualPipe: rank 0 runs the first and the
+  // last stage for half of the micro-batches each)
+  let cnt: number, headShare: number;
+  const tPer = per * layerSum, tLast = lastLayers * layerSum + head;
+  if (l.pp === 1) { cnt = per; headShare = 1; }
+  else if (paired) { if ((tPer + tLast) / 2 >= tPer) { cnt = (per + lastLayers) / 2; headShare = 0.5; } else { cnt = per; headShare = 0; } }
+  else if (tPer >= tLast) { cnt = per; headShare = 0; }
+  else { cnt = lastLayers; headShare = 1; }
 
   // PP p2p: activation (fwd) and its gradient (bwd) per chunk boundary; hidden by adaptive overlap
   const ppLink = l.tp * l.cp * l.dp >= dpn ? spec.interNode : spec.intraNode;
   const ppMb = l.pp > 1 && !o.adaptivePipeOverlap ? 2 * l.vpp * sendRecvTime((T * h * BETA) / l.tp, ppLink) : 0;
 
-  const comp = cnt * avg('compute') + (withHead ? head : 0);
+  const comp = cnt * avg('compute') + headShare * head;
   const rec = cnt * avg('recompute');
   const tp = cnt * avg('tp'), ep = cnt * avg('ep'), cpT = cnt * avg('cp'), sw = cnt * avg('swap');
   const perMb = comp + rec + tp + ep + cpT + ppMb + sw;
@@ -169,7 +198,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const bubble = bubbleTime(schedule, l.pp, l.vpp, Fmb, Bmb, Wmb);
 
   // --- memory (also gives the sharded parameter counts) -------------------------------------------
-  const memory = memoryBreakdown(mc, l, o, spec, schedule, m);
+  const memory = memoryBreakdown(mc, l, o, spec, schedule, m, split);
   const tpShard = memory.weights / 2; // params on this device (dense TP shard + experts)
   const p = mc.params;
   const expertLocal = (Math.min(per, mc.moeLayers) * p.expertsPerLayer) / l.ep;

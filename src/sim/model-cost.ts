@@ -15,6 +15,14 @@ export interface ActTerms {
   swappable: number;
 }
 
+/**
+ * Modules whose stored tensors are GEMM inputs (norm outputs feed QKV/fc1, activation outputs feed
+ * fc2, permuted tokens feed the expert fc1). Under FP8 training Transformer Engine saves the quantised
+ * FP8 copy of a GEMM input for the weight-gradient GEMM, so these take 1 byte instead of 2
+ * (DeepSeek-V3 report §3.3 "low-precision storage"; TE Linear saves its FP8 input).
+ */
+export const FP8_CACHED_MODULES: ReadonlySet<RecomputeModule> = new Set(['norm', 'activation', 'moe-act', 'permute']);
+
 export interface ModelCost {
   cfg: ModelConfig;
   seqLen: number;
@@ -46,6 +54,8 @@ export interface ModelCost {
   actMoeShared: ActTerms;
   /** full recompute keeps only the layer input */
   actLayerInput: number;
+  /** forward FLOPs of the output head(s) (main + MTP) in units of an average layer's forward FLOPs */
+  headLayers: number;
 }
 
 const B = 2; // bf16 activations
@@ -86,8 +96,11 @@ export function modelCost(cfg: ModelConfig, seqLen: number, causal = true, gated
     swappable: 0,
   };
   const fe = moe.expertHiddenSize, fs = moe.expertHiddenSize * moe.numSharedExperts;
+  // per routed copy: fc1 input (the permuted token), fc1 output (SwiGLU input) and the activation
+  // output (fc2 input). The routing probability is applied inside the activation (Megatron-core
+  // experts.py and MindSpeed `activation_func_with_probs`), so the fc2 output is not stored.
   const actExpertCopy: ActTerms = {
-    keep: B * ffnMul * fe + B * h /* fc2 output for prob weighting */,
+    keep: B * ffnMul * fe + 4 /* fp32 prob */,
     byModule: { permute: B * h, 'moe-act': B * fe },
     swappable: 0,
   };
@@ -99,6 +112,9 @@ export function modelCost(cfg: ModelConfig, seqLen: number, causal = true, gated
 
   const hasMoE = cfg.numLayers > cfg.numDenseLayers;
   const lastIsMoE = hasMoE;
+  const moeShare = hasMoE ? c.moeLayers / c.layers : 0;
+  const layerFwd = f.attnLinear + f.attnCore + moeShare * (moe.topk * f.expertPerCopy + f.sharedExpert + f.router) + (1 - moeShare) * f.denseMlp;
+  const headLayers = layerFwd > 0 ? ((1 + cfg.numMtpLayers) * f.logits + cfg.numMtpLayers * f.mtpExtra) / layerFwd : 0;
   return {
     cfg, seqLen, causal, gatedMlp, f,
     layers: c.layers, denseLayers: c.denseLayers, moeLayers: c.moeLayers, hasMoE,
@@ -114,15 +130,16 @@ export function modelCost(cfg: ModelConfig, seqLen: number, causal = true, gated
     },
     actAttn, actDenseMlp, actExpertCopy, actMoeShared,
     actLayerInput: B * h,
+    headLayers,
   };
 }
 
-/** Bytes per token left on device for a block after recomputing `modules`. */
-export function keptBytes(t: ActTerms, modules: ReadonlySet<RecomputeModule> | null): number {
+/** Bytes per token left on device for a block after recomputing `modules` (GEMM inputs at 1 B under FP8). */
+export function keptBytes(t: ActTerms, modules: ReadonlySet<RecomputeModule> | null, fp8 = false): number {
   let s = t.keep;
   for (const k in t.byModule) {
     const m = k as RecomputeModule;
-    if (!modules || !modules.has(m)) s += t.byModule[m] ?? 0;
+    if (!modules || !modules.has(m)) s += (t.byModule[m] ?? 0) * (fp8 && FP8_CACHED_MODULES.has(m) ? 0.5 : 1);
   }
   return s;
 }

@@ -45,3 +45,25 @@ export function inFlightMicroBatches(schedule: Schedule, p: number, v: number, m
 export function paramCopies(schedule: Schedule): number {
   return schedule === 'dualpipe' ? 2 : 1;
 }
+
+/**
+ * Layers per pipeline stage when the last stage also runs the output head(s), worth `headLayers`
+ * transformer layers: the last stage takes `last` layers and every other stage at most `per`, chosen to
+ * minimise the heaviest stage (Megatron `--decoder-last-pipeline-num-layers` / `--pipeline-model-parallel-layout`,
+ * e.g. Megatron-Bridge's DeepSeek-V3 layout "Et|(tt|)*30mL" whose last chunk holds only MTP + loss; MindSpeed
+ * `--noop-layers` on the last stage). With headLayers = 0 this is the uniform split padded with no-op layers.
+ * `paired` (DualPipe): rank 0 runs the first and the last stage, each for half of the micro-batches.
+ */
+export function stageSplit(n: number, pp: number, vpp: number, headLayers: number, paired = false): { per: number; last: number } {
+  if (pp <= 1) return { per: n, last: n };
+  const uniform = Math.ceil(n / (pp * vpp)) * vpp;
+  const costOf = (p: number, x: number) => Math.max(p, paired ? (p + x + headLayers) / 2 : x + headLayers);
+  let per = uniform, last = Math.max(0, n - uniform * (pp - 1));
+  let cost = costOf(per, last);
+  for (let x = Math.min(last, uniform) - 1; x >= 0; x--) { // move layers off the last stage while it helps
+    const p = Math.ceil((n - x) / (pp - 1));
+    const c = costOf(p, x);
+    if (c < cost - 1e-9) { cost = c; per = p; last = x; }
+  }
+  return { per, last };
+}

@@ -54,6 +54,10 @@ export interface SimOptions {
   /** ρ = max/mean tokens per EP rank (1 = perfect balance) */
   imbalance: number;
   distributedOptimizer: boolean;
+  /** Adam moments in BF16 (8 B/param of optimizer state instead of 12; DeepSeek-V3 report §3.3) */
+  bf16AdamMoments?: boolean;
+  /** SwiGLU inputs of the MoE (routed and shared experts) cached in FP8 (DeepSeek-V3 report §3.3.2) */
+  fp8SwigluInputs?: boolean;
   /** fraction of TP collectives hidden under GEMMs (0 = Megatron default, MC2 fusion on Ascend hides part) */
   tpCommOverlap: number;
   /** overlap DP grad reduce-scatter / param all-gather with backward / forward (--overlap-grad-reduce/--overlap-param-gather) */

@@ -37,6 +37,8 @@ export interface PublishedRun {
   adaptivePipeOverlap?: boolean;
   imbalance?: number;
   distributedOptimizer: boolean;
+  bf16AdamMoments?: boolean;
+  fp8SwigluInputs?: boolean;
   flashAttention?: boolean;
   /** measured throughput, tokens/s (step time = tokens per step / this) */
   tokensPerSecond: number;
@@ -59,7 +61,15 @@ const korth = (id: string, model: string, layout: ParallelLayout, full: boolean,
 });
 
 const dsv3 = PRESETS['deepseek-v3-671b'];
-const MEG_DSV3_RECOMPUTE: RecomputeModule[] = ['mla-up-proj', 'moe-act', 'norm'];
+// Megatron-Bridge H100 DeepSeek-V3 workload config (scripts/performance/configs/deepseek/workload_base_configs.py,
+// DEEPSEEK_V3_H100_{BF16,FP8_CS}_BASE_CONFIG): recompute_modules ["mla_up_proj", "mlp"]; Megatron's "mlp" module
+// recomputes dense MLP layers only (the 3 dense layers), which is not modelled (<1% of the activations).
+const MEG_DSV3_RECOMPUTE: RecomputeModule[] = ['mla-up-proj'];
+// DeepEP (flex dispatcher, node-deduplicated dispatch with NVLink forwarding = the hierarchical all-to-all
+// here): Megatron-Bridge applies it on Hopper (`apply_deepep`, compute capability 8/9) and the NeMo perf scripts
+// say "For H100 we use deepEP". Which dgxc BF16 container had it is not documented: the BF16 runs keep the
+// flat all-to-all [U] (with DeepEP the fitted a2aScale falls to ~0.3, see docs/simulator.md).
+const BF16_DEEPEP = false;
 
 export const PUBLISHED_RUNS: PublishedRun[] = [
   korth('korth-22b-seqsel', 'megatron-22b', L(8, 1, 1, 1, 1, 4, 4, 2048), false, 1.10, 'fit'),
@@ -72,31 +82,31 @@ export const PUBLISHED_RUNS: PublishedRun[] = [
   korth('korth-1t-full', 'megatron-1t', L(8, 64, 1, 1, 1, 1, 512, 2048), true, 94.42, 'holdout'),
   {
     id: 'dsv3-h100x512-bf16', model: dsv3, gatedMlp: true, device: 'h100-sxm', layout: L(2, 8, 4, 64, 32, 1, 4096, 4096), dtype: 'bf16',
-    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1,
+    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, hierarchicalA2A: BF16_DEEPEP,
     tokensPerSecond: 342_756, group: 'gpu', role: 'fit',
     source: 'NVIDIA/dgxc-benchmarking deepseek_v3/pretraining/README.md (commit 6be5ea0): 342,756 tok/s, TP2 PP8 EP64 GBS 4096',
-    assumptions: 'VPP 4, micro-batch 1, selective recompute of MLA up-proj/MoE act/norm, forced balance (ρ = 1); flat all-to-all without EP overlap (dgxc BF16 MFU 17.6% suggests none) [U]',
+    assumptions: 'VPP 4, micro-batch 1, recompute of MLA up-proj (Megatron-Bridge H100 config), forced balance (ρ = 1); flat all-to-all without EP overlap (dgxc BF16 MFU 17.6% suggests none) [U]',
   },
   {
     id: 'dsv3-h100x1024-bf16', model: dsv3, gatedMlp: true, device: 'h100-sxm', layout: L(2, 16, 2, 64, 32, 1, 8192, 4096), dtype: 'bf16',
-    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1,
+    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, hierarchicalA2A: BF16_DEEPEP,
     tokensPerSecond: 644_782, group: 'gpu', role: 'holdout',
     source: 'NVIDIA/dgxc-benchmarking deepseek_v3/pretraining/README.md (commit 6be5ea0): 644,782 tok/s, TP2 PP16 EP64 GBS 8192',
     assumptions: 'VPP 2, micro-batch 1, same recompute as the 512-GPU run, ρ = 1 [U]',
   },
   {
     id: 'dsv3-h100x1024-fp8', model: dsv3, gatedMlp: true, device: 'h100-sxm', layout: L(2, 8, 4, 64, 64, 1, 8192, 4096), dtype: 'fp8',
-    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, adaptivePipeOverlap: true,
+    recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, hierarchicalA2A: true,
     tokensPerSecond: 1297 * 1024, group: 'gpu', role: 'holdout',
     source: 'NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md (25.09): 1,297 tok/s/GPU, TP2 PP8 VP4 EP64 GBS 8192, FP8, forced balance',
-    assumptions: 'GEMMs at the FP8 peak, communication in bf16, micro-batch 1, flat all-to-all with 1F1B all-to-all overlap (Megatron --overlap-moe-expert-parallel-comm; ~350 TFLOPS FP8 with it per yanring/Megatron-MoE-ModelZoo#5) [U]',
+    assumptions: 'linear GEMMs at the FP8 peak plus FP8 quantisation traffic, core attention and output head in BF16, communication in bf16, micro-batch 1, DeepEP dispatch (Megatron-Bridge apply_deepep on Hopper) as hierarchical all-to-all, no EP overlap (the Bridge H100 workload config sets none; the maintainer quotes ~350 TFLOPS with 1F1B all-to-all overlap, yanring/Megatron-MoE-ModelZoo#5, so the run may have had it: +28% instead of −23% here) [U]',
   },
   {
     id: 'dsv3-h800x2048-fp8', model: dsv3, gatedMlp: true, device: 'h800-sxm', layout: L(1, 16, 1, 64, 128, 1, 15360, 4096), dtype: 'fp8',
     schedule: 'dualpipe', recompute: 'selective', recomputeModules: ['norm', 'mla-up-proj', 'activation', 'moe-act'], distributedOptimizer: true,
-    imbalance: 1.05, adaptivePipeOverlap: true, hierarchicalA2A: true,
+    imbalance: 1.05, adaptivePipeOverlap: true, hierarchicalA2A: true, bf16AdamMoments: true, fp8SwigluInputs: true,
     tokensPerSecond: 1543 * 2048, group: 'gpu', role: 'holdout',
     source: 'DeepSeek-V3 report (arXiv 2412.19437): 180K H800 GPU-hours per trillion tokens = 1,543 tok/s/GPU; PP16 EP64 ZeRO-1, DualPipe, seq 4096, GBS 15360',
-    assumptions: 'DualPipe overlap modelled as adaptive pipe overlap, IB→NVLink forwarding as hierarchical all-to-all, micro-batch 1, ρ = 1.05 [U]',
+    assumptions: 'DualPipe overlap modelled as adaptive pipe overlap (20 of 132 SMs for communication), IB→NVLink forwarding as hierarchical all-to-all, 2 parameter copies, BF16 Adam moments and FP8-cached SwiGLU inputs (report §3.2.3, §3.3), micro-batch 1, ρ = 1.05 [U]',
   },
 ];

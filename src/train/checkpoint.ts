@@ -51,6 +51,17 @@ export function hfConfig(c: ModelConfig): Record<string, unknown> {
   };
 }
 
+/** Host-side model state outside ParamStore: each MoE layer's aux-loss-free `expertBias` (a
+ *  Float32Array buffer on src/model/moe's MoELayer), by name 'moe.<i>.expertBias'. */
+function hostBuffers(model: Trainer['model']): Map<string, { get(): Float32Array; set(a: Float32Array): void }> {
+  const out = new Map<string, { get(): Float32Array; set(a: Float32Array): void }>();
+  model.moeLayers().forEach((layer, i) => {
+    const l = layer as { expertBias?: unknown };
+    if (l.expertBias instanceof Float32Array) out.set(`moe.${i}.expertBias`, { get: () => l.expertBias as Float32Array, set: (a) => { l.expertBias = a; } });
+  });
+  return out;
+}
+
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 async function hostTensors(m: Map<string, tf.Tensor>): Promise<Map<string, HostTensor>> {
@@ -63,8 +74,10 @@ async function hostTensors(m: Map<string, tf.Tensor>): Promise<Map<string, HostT
 export async function saveCheckpoint(dir: string, trainer: Trainer, modelConfig: ModelConfig, run: RunSpec): Promise<void> {
   const weights = new Map<string, tf.Tensor>(trainer.model.params.vars);
   for (const [n, b] of trainer.model.buffers?.() ?? []) weights.set(`buffer.${n}`, b);
+  const host = await hostTensors(weights);
+  for (const [n, b] of hostBuffers(trainer.model)) host.set(`buffer.${n}`, { dtype: 'F32', shape: [b.get().length], data: Float32Array.from(b.get()) });
   const files: Record<string, Uint8Array | string> = {
-    'model.safetensors': encodeSafetensors(await hostTensors(weights), { format: 'pt', producer: 'ultramoe' }),
+    'model.safetensors': encodeSafetensors(host, { format: 'pt', producer: 'ultramoe' }),
     'optimizer.safetensors': encodeSafetensors(await hostTensors(trainer.opt.stateTensors()), { t: String(trainer.opt.t) }),
     'config.json': JSON.stringify(hfConfig(modelConfig), null, 1),
     'trainer.json': JSON.stringify({ ...trainer.state(), train: trainer.cfg, run }),
@@ -147,7 +160,12 @@ export function applyCheckpoint(ck: LoadedCheckpoint, trainer: Trainer, modelCon
       if (!w) problems.push(`${file} has no tensor '${n}'`);
       else if (w.shape.join(',') !== v.shape.join(',')) problems.push(`${file}: '${n}' has shape [${w.shape}], the model has [${v.shape}]`);
     }
-    for (const n of ck.weights.keys()) if (!targets.has(n)) problems.push(`${file} has an unknown tensor '${n}'`);
+    const host = hostBuffers(trainer.model);
+    for (const [n, b] of host) {
+      const w = ck.weights.get(`buffer.${n}`);
+      if (!w || w.data.length !== b.get().length) problems.push(`${file}: missing or mis-sized 'buffer.${n}'`);
+    }
+    for (const n of ck.weights.keys()) if (!targets.has(n) && !host.has(n.replace(/^buffer\./, ''))) problems.push(`${file} has an unknown tensor '${n}'`);
     for (const [n, v] of trainer.model.params.vars) for (const k of ['m', 'v']) {
       const t = ck.optimizer.tensors.get(`${k}.${n}`);
       if (!t || t.shape.join(',') !== v.shape.join(',')) problems.push(`${join(ck.dir, 'optimizer.safetensors')}: missing or mis-shaped '${k}.${n}'`);
@@ -156,6 +174,7 @@ export function applyCheckpoint(ck: LoadedCheckpoint, trainer: Trainer, modelCon
   if (problems.length)
     throw new CheckpointError(`checkpoint ${join(ck.dir, 'config.json')} does not match the requested model (${problems.length} difference${problems.length > 1 ? 's' : ''}):\n  - ${problems.slice(0, 20).join('\n  - ')}`);
   for (const [n, v] of targets) { const w = ck.weights.get(n)!; tf.tidy(() => v.assign(tf.tensor(w.data, w.shape, v.dtype))); }
+  for (const [n, b] of hostBuffers(trainer.model)) b.set(Float32Array.from(ck.weights.get(`buffer.${n}`)!.data));
   trainer.opt.loadState(ck.optimizer.t, new Map([...ck.optimizer.tensors].map(([n, t]) => [n, { shape: t.shape, data: t.data as Float32Array }])));
   trainer.restore(ck.trainer);
 }

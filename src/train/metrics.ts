@@ -84,6 +84,8 @@ export interface StepRow {
   expertLoadCv: number;
   expertDropRate: number;
   valLoss: number | null;
+  /** Per MoE layer balance of this step (flattened into metrics.csv as <stat>.L<layer> columns). */
+  layers: { layer: number; maxOverMean: number; cv: number; dropRate: number }[];
   tfBytes: number;
   tfTensors: number;
   rssBytes: number;
@@ -91,7 +93,12 @@ export interface StepRow {
 
 /** The metrics as an arquero table, written as CSV and JSON side by side. */
 export function saveMetrics(rows: StepRow[], csvPath: string, jsonPath: string): void {
-  const table = aq.from(rows);
+  const flat = rows.map(({ layers, ...r }) => {
+    const o: Record<string, number | null> = { ...r };
+    for (const l of layers) { o[`maxOverMean.L${l.layer}`] = l.maxOverMean; o[`cv.L${l.layer}`] = l.cv; o[`dropRate.L${l.layer}`] = l.dropRate; }
+    return o;
+  });
+  const table = aq.from(flat);
   writeFileSync(csvPath, table.toCSV());
   writeFileSync(jsonPath, JSON.stringify(rows));
 }

@@ -39,7 +39,8 @@ export class BpeTokenizer implements Tokenizer {
   private readonly bytesOf: Uint8Array[] = [];       // token id -> its bytes
   private readonly cache = new Map<string, number[]>();
 
-  constructor(readonly merges: [number, number][]) {
+  /** `vocabSize` may exceed 256 + merges when the corpus ran out of pairs (the rest are unused ids). */
+  constructor(readonly merges: [number, number][], vocabSize = 256 + merges.length) {
     for (let b = 0; b < 256; b++) this.bytesOf.push(Uint8Array.of(b));
     merges.forEach(([a, b], i) => {
       this.rank.set(pairKey(a, b), i);
@@ -48,7 +49,7 @@ export class BpeTokenizer implements Tokenizer {
       m.set(x); m.set(y, x.length);
       this.bytesOf.push(m);
     });
-    this.vocabSize = 256 + merges.length;
+    this.vocabSize = Math.max(vocabSize, 256 + merges.length);
   }
 
   /** Apply merges to one pre-split word, lowest rank first (the order they were learned). */
@@ -125,12 +126,12 @@ export function trainBpe(text: string, vocabSize: number): BpeTokenizer {
       s.length = j;
     }
   }
-  return new BpeTokenizer(merges);
+  return new BpeTokenizer(merges, vocabSize);
 }
 
 export function tokenizerFromJSON(j: TokenizerJSON): Tokenizer {
   if (j.type === 'byte') return new ByteTokenizer();
-  if (j.type === 'bpe') return new BpeTokenizer(j.merges);
+  if (j.type === 'bpe') return new BpeTokenizer(j.merges, j.vocabSize);
   throw new Error(`unknown tokenizer type '${(j as { type: string }).type}'`);
 }
 

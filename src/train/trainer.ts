@@ -95,6 +95,7 @@ export class Trainer {
         expertLoadCv: worst((l) => l.cv),
         expertDropRate: worst((l) => l.dropRate),
         valLoss: null,
+        layers: loads.map((l) => ({ layer: l.layer, maxOverMean: l.maxOverMean, cv: l.cv, dropRate: l.dropRate })),
         ...memoryStats(),
       };
       this.step++;

@@ -19,8 +19,16 @@ export const GROUP_AUX_TYPES = new Set(['ep-group', 'global']);
 export interface RouteGroups {
   /** EP groups (world ranks, ordered by EP rank); together they partition the world */
   ep: ProcessGroup[];
-  /** data-parallel groups of the 'global' aux scope */
+  /** data-parallel groups of the 'global' aux scope (TP×DP) */
   global: ProcessGroup[];
+  /** TP groups: with sequence parallelism a DP rank's micro-batch is split over TP, so the 'switch'
+   *  statistic is the TP group's (Megatron all-reduces the counts over tp_cp) */
+  tp?: ProcessGroup[];
+}
+
+/** Whether aux type `type` uses a group statistic under these groups. */
+export function isGroupScoped(type: string, groups: RouteGroups): boolean {
+  return GROUP_AUX_TYPES.has(type) || (type === 'switch' && (groups.tp?.[0]?.ranks.length ?? 1) > 1);
 }
 
 /** Gradient weights of the aux terms: local (switch/seq/z) and group-scoped (ep-group/global). */
@@ -46,8 +54,8 @@ export function routeRanks(cluster: Cluster, clock: StepClock, groups: RouteGrou
   });
   const training = ctxs[0].training;
   const bias = (r: number) => (moe.expertBias ? layers[r].expertBias : null);
-  const groupTypes = moe.auxLoss.filter((a) => a.coeff > 0 && GROUP_AUX_TYPES.has(a.type));
-  const localCfg = { ...moe, auxLoss: moe.auxLoss.filter((a) => !GROUP_AUX_TYPES.has(a.type)), zLossCoeff: 0 };
+  const groupTypes = moe.auxLoss.filter((a) => a.coeff > 0 && isGroupScoped(a.type, groups));
+  const localCfg = { ...moe, auxLoss: moe.auxLoss.filter((a) => !isGroupScoped(a.type, groups)), zLossCoeff: 0 };
   const out: RankRoute[] = logits.map((l, r) => ({ plan: routeTokens(l, T, E, localCfg, { training, expertBias: bias(r), seqLen }), groupDLogits: null }));
   // z-loss is local (mean over this rank's tokens): its gradient joins the local aux terms
   if (training && moe.zLossCoeff > 0) out.forEach(({ plan }, r) => {
@@ -57,18 +65,21 @@ export function routeRanks(cluster: Cluster, clock: StepClock, groups: RouteGrou
   if (training && groupTypes.length > 0) {
     const auxCounts = logits.map((l) => countsPerExpert(auxRoutingMap(auxLossScores(l, T, E, moe.scoreFunction), T, E, moe.topk), T, E));
     const type = groupTypes[0].type;
-    const exchanged = type === 'ep-group'
-      ? exchangeCounts(cluster, clock, groups.ep, auxCounts, 'allGather', 'ep.auxCounts')
-      : exchangeCounts(cluster, clock, groups.global, auxCounts, 'allReduce', 'global.auxCounts');
+    const exchanged = type === 'ep-group' ? exchangeCounts(cluster, clock, groups.ep, auxCounts, 'allGather', 'ep.auxCounts')
+      : type === 'switch' ? exchangeCounts(cluster, clock, groups.tp!, auxCounts, 'allGather', 'tp.auxCounts')
+        : exchangeCounts(cluster, clock, groups.global, auxCounts, 'allReduce', 'global.auxCounts');
+    // the TP-group switch loss is the ep-group formula over the TP group's counts
+    const routed = type === 'switch' ? [{ type: 'ep-group' as const, coeff: groupTypes[0].coeff }] : groupTypes;
     for (let r = 0; r < world; r++) {
       const real = layers[r].globalTracker;
       const tracker = { add: () => real.add(exchanged[r][0]), average: () => real.average() } as unknown as GlobalAuxTracker;
-      const g = routeTokens(logits[r], T, E, { ...moe, auxLoss: groupTypes, zLossCoeff: 0 }, {
+      const g = routeTokens(logits[r], T, E, { ...moe, auxLoss: routed, zLossCoeff: 0 }, {
         training, expertBias: bias(r), seqLen,
         globalTracker: tracker, updateGlobalTracker: ctxs[r].recordStats, globalGroupSize: groupOf(groups.global, r).ranks.length,
         epGroupCounts: () => exchanged[r],
       });
-      Object.assign(out[r].plan.auxLosses, g.auxLosses);
+      if (type === 'switch') out[r].plan.auxLosses.switch = g.auxLosses['ep-group'];
+      else Object.assign(out[r].plan.auxLosses, g.auxLosses);
       out[r].groupDLogits = g.auxDLogits;
     }
   }

@@ -40,6 +40,41 @@ export function layerActions(plan: MemoryPlan | null): Map<number, LayerActions>
   return out;
 }
 
+/** Recipe of an entry freed after its last backward use: asking for it again is a bug. */
+const consumed = (_r: SavedActivations, name: string): never => {
+  throw new Error(`saved activation '${name}' was freed after its backward use and asked for again`);
+};
+
+/**
+ * Position of a saved name in the block's forward: attnNorm → attention → attnPostNorm → mlpNorm →
+ * FFN (dense or MoE, unprefixed MoE names) → mlpPostNorm. Once the forward saves an entry of phase k,
+ * the modules of phases < k have returned, and none of their saved tensors is used by the forward
+ * again (each module's output is a fresh tensor; the block calls setRestorer before the next module).
+ */
+export function forwardPhase(name: string): number {
+  if (/^attnNorm\./.test(name)) return 0;
+  if (/^(mla|attn)\./.test(name)) return 1;
+  if (/^attnPostNorm\./.test(name)) return 2;
+  if (/^mlpNorm\./.test(name)) return 3;
+  if (/^mlpPostNorm\./.test(name)) return 5;
+  return 4;
+}
+
+/**
+ * Inside one sub-module: entry → the saved name after which the module's forward no longer reads it
+ * (from the forward code of attention-mla.ts, moe/experts.ts, moe/shared-expert.ts, moe/router.ts).
+ * E.g. the experts read permutedTokens for fc1 and fc3 only, so it can go once fc3Out is saved.
+ * Entries not listed wait for the end of their phase. (Hook for the model owners: a per-module
+ * `lastForwardUse` table next to `savedNames` would keep this next to the code it describes.)
+ */
+const RELEASE_ON: Record<string, string> = {
+  'mla.x': 'mla.q', 'mla.qANorm.x': 'mla.qLatent', 'mla.qANorm.rstd': 'mla.qLatent', 'mla.qLatent': 'mla.q',
+  'mla.kvANorm.x': 'mla.kvLatent', 'mla.kvANorm.rstd': 'mla.kvLatent', 'mla.kvLatent': 'mla.kvUp',
+  'mla.kvUp': 'mla.probs', 'mla.kRope': 'mla.probs', 'mla.q': 'mla.probs', 'mla.probs': 'mla.ctx',
+  routerJitter: 'permutedTokens', permutedTokens: 'fc3Out', fc1Out: 'act', fc3Out: 'act',
+  act: 'sharedFc1Out', permutedProbs: 'sharedFc1Out', sharedFc1Out: 'sharedAct', sharedFc3Out: 'sharedAct',
+};
+
 export interface MemoryExecutorOptions {
   /** FLOPs to rebuild entry `name` of layer `layer` (from the descriptors). */
   recomputeFlops?: (layer: number, name: string) => number;
@@ -50,6 +85,8 @@ export class MemoryExecutor {
   private swapOutEvents = new Map<SavedActivations, Map<string, SimEvent>>();
   private swapInEvents = new Map<SavedActivations, SimEvent[]>();
   private droppedNames = new Map<SavedActivations, string[]>();
+  private swappedNames = new Map<SavedActivations, string[]>();
+  private restoreOnSave = new Map<SavedActivations, SavedActivations['onSave']>();
   /** Names the plan wanted recomputed but that have no recipe (kept resident). */
   readonly unrecomputable = new Set<string>();
 
@@ -59,35 +96,66 @@ export class MemoryExecutor {
 
   mode(layer: number): LayerMode { return this.actions.get(layer)?.mode ?? 'none'; }
 
-  /** Drop / offload layer `layer`'s planned entries right after its forward (event `fwd`). */
+  /**
+   * Call before layer `layer`'s forward: entries are released as soon as the forward has moved on to a
+   * later sub-module of the block (see `forwardPhase`), not only at the end of the layer, so the
+   * forward transient is one sub-module's tensors rather than the whole layer's.
+   */
+  beforeForward(layer: number, rec: SavedActivations): void {
+    const a = this.actions.get(layer);
+    if (!a || a.mode !== 'none' || (!a.recompute.length && !a.swap.length)) return;
+    const prev = rec.onSave;
+    let phase = 0;
+    const saved = new Set<string>();
+    this.restoreOnSave.set(rec, prev);
+    rec.onSave = (r, info) => {
+      prev?.(r, info);
+      saved.add(info.name);
+      phase = Math.max(phase, forwardPhase(info.name));
+      this.release(layer, r, (n) => forwardPhase(n) < phase || (RELEASE_ON[n] !== undefined && saved.has(RELEASE_ON[n])), false);
+    };
+  }
+
+  /** Drop / offload layer `layer`'s remaining planned entries right after its forward (event `fwd`). */
   afterForward(layer: number, rec: SavedActivations, fwd: SimEvent | null): void {
+    if (this.restoreOnSave.has(rec)) { rec.onSave = this.restoreOnSave.get(rec)!; this.restoreOnSave.delete(rec); }
     const a = this.actions.get(layer);
     if (!a || a.mode !== 'none') return;
-    const dropped: string[] = [];
-    for (const name of a.recompute) {
-      if (!rec.has(name) || rec.info(name).state !== 'resident') continue;
-      this.ledger.expectDrop(rec, name);
-      // the module's recipe, else ours (recipes.ts); without either the entry stays resident
-      const recipe = fallbackRecipe(name);
-      try { rec.drop(name, undefined); } catch {
-        if (!recipe) { this.ledger.forgetDrop(rec, name); this.unrecomputable.add(name); continue; }
-        rec.drop(name, recipe);
-      }
-      dropped.push(name);
-    }
-    this.droppedNames.set(rec, dropped);
+    this.release(layer, rec, () => true);
     const outs = new Map<string, SimEvent>();
-    for (const name of a.swap) {
-      if (!rec.has(name) || rec.info(name).state !== 'resident') continue;
+    for (const name of this.swappedNames.get(rec) ?? []) {
       const bytes = this.ledger.bytesOf(rec.info(name));
-      this.ledger.expectSwap(rec, name);
-      rec.toHost(name);
       if (this.device) outs.set(name, this.device.timeline.schedule({
         device: this.device.rank, stream: 'host-copy', name: `swap-out ${rec.owner}:${name}`, kind: 'copy',
         duration: hostCopyTime(bytes, this.device.spec), after: fwd ? [fwd] : [], args: { bytes },
       }));
     }
     this.swapOutEvents.set(rec, outs);
+  }
+
+  /** Apply the layer's drops / host moves to the resident entries selected by `which`. */
+  private release(layer: number, rec: SavedActivations, which: (name: string) => boolean, final = true): void {
+    const a = this.actions.get(layer)!;
+    if (!this.droppedNames.has(rec)) this.droppedNames.set(rec, []);
+    if (!this.swappedNames.has(rec)) this.swappedNames.set(rec, []);
+    for (const name of a.recompute) {
+      if (!which(name) || !rec.has(name) || rec.info(name).state !== 'resident') continue;
+      this.ledger.expectDrop(rec, name);
+      // the module's recipe, else ours (recipes.ts); without either the entry stays resident
+      try { rec.drop(name); } catch {
+        const recipe = fallbackRecipe(name);
+        // (mid-forward, the block may not have registered the recipe yet: retried later)
+        if (!recipe) { this.ledger.forgetDrop(rec, name); if (final) this.unrecomputable.add(name); continue; }
+        rec.drop(name, recipe);
+      }
+      this.droppedNames.get(rec)!.push(name);
+    }
+    for (const name of a.swap) {
+      if (!which(name) || !rec.has(name) || rec.info(name).state !== 'resident') continue;
+      this.ledger.expectSwap(rec, name);
+      rec.toHost(name);
+      this.swappedNames.get(rec)!.push(name);
+    }
   }
 
   /** Reload `rec`'s swapped entries now (a prefetch); returns the H2D events (idempotent). */
@@ -108,21 +176,32 @@ export class MemoryExecutor {
     return evs;
   }
 
-  /** Rebuild the dropped entries of layer `layer` (before its backward); returns their FLOPs. */
+  /**
+   * Before layer `layer`'s backward: returns the FLOPs of its dropped entries (charged as one op) and
+   * arms lazy recomputation. SavedActivations.get rebuilds a dropped entry when the backward of its
+   * consumer asks for it (Megatron: recompute right before the module's backward); when an entry of
+   * forward phase k is rebuilt, the backward has finished the sub-modules of phases > k, so their
+   * entries are freed then: recomputed tensors of different sub-modules are not resident together.
+   */
   recompute(layer: number, rec: SavedActivations): number {
-    let flops = 0;
-    for (const name of this.droppedNames.get(rec) ?? []) {
-      if (rec.info(name).state === 'dropped') rec.get(name);
-      flops += this.opts.recomputeFlops?.(layer, name) ?? 0;
-    }
-    return flops;
+    const names = this.droppedNames.get(rec) ?? [];
+    if (!names.length) return 0;
+    const prev = rec.onSave;
+    rec.onSave = (r, info) => {
+      prev?.(r, info);
+      const k = forwardPhase(info.name);
+      for (const i of r.list())
+        if (i.state === 'resident' && forwardPhase(i.name) > k) r.drop(i.name, consumed);
+    };
+    return names.reduce((a, n) => a + (this.opts.recomputeFlops?.(layer, n) ?? 0), 0);
   }
 
   /** Forget a record (after its backward disposed it). */
-  release(rec: SavedActivations): void {
+  forget(rec: SavedActivations): void {
     this.swapOutEvents.delete(rec);
     this.swapInEvents.delete(rec);
     this.droppedNames.delete(rec);
+    this.swappedNames.delete(rec);
     this.ledger.forget(rec);
   }
 }

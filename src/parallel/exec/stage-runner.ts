@@ -103,6 +103,7 @@ export class ChunkRunner {
         inp.save('input', tf.clone(x));
         st.groupInputs.set(l, inp);
       }
+      if (!group) this.mem.beforeForward(l, rec);
       const y = this.model.layerForward(l, l + 1, x, [rec], ctx);
       x.dispose();
       x = y;
@@ -182,11 +183,17 @@ export class ChunkRunner {
       const rec = st.layers[i]!;
       const swapIns = this.mem.prefetch(rec);
       const rflops = group ? 0 : this.mem.recompute(l, rec);
-      if (rflops > 0) step(this.charge(`R mb${m} L${l}`, rflops, deps));
+      if (rflops > 0 && this.device) {
+        // at the layer's FLOP rate without a launch of its own: a layer pass is charged as one op (one
+        // launch), so a recomputed piece of it must not pay a whole launch
+        const f = this.costs.layerForwardFlops(l), launch = this.device.spec.efficiency.launchOverhead;
+        const secs = f > 0 ? (rflops * (this.device.costOf({ flops: f }) - launch)) / f : this.device.costOf({ flops: rflops });
+        step(this.device.charge(`R mb${m} L${l}`, { seconds: secs }, { after: deps }));
+      }
       // prefetch the next layer in backward order while this one runs
       if (l - 1 >= this.start && st.layers[i - 1]) this.mem.prefetch(st.layers[i - 1]!);
       const dn = this.model.layerBackward(l, l + 1, d, [rec], grads, ctx); // disposes rec
-      this.mem.release(rec);
+      this.mem.forget(rec);
       d.dispose();
       d = dn;
       step(this.charge(`B mb${m} L${l}`, bf * this.costs.layerForwardFlops(l), [...deps, ...swapIns]));

@@ -18,7 +18,7 @@ import type { MoEGPT } from '../../model/gpt.ts';
 import type { GradStore } from '../../model/module.ts';
 import { MODULE_CLASSES, type ModuleClass, type SavedActivationDesc } from '../memory/descriptors.ts';
 import { makePlan, type MemoryPlan, type RecomputePolicy, type SwapPolicy } from '../memory/policy.ts';
-import { planMemory } from '../memory/planner.ts';
+import { planMemory, type PlannerResult } from '../memory/planner.ts';
 import { partitionLayers, type Partition } from '../pipeline/partition.ts';
 import { scheduleGPipe, schedule1F1B, scheduleInterleaved, warmupInterleaved, type Schedule } from '../pipeline/schedule.ts';
 import { execLayout } from './layout.ts';
@@ -67,6 +67,8 @@ export interface TrainStepResult {
   trace: ReturnType<Cluster['trace']>;
   ganttSvg: string;
   plan: MemoryPlan | null;
+  /** The planner's results per pipeline rank (with --memory-budget): fits, predicted cost, why. */
+  planner: PlannerResult[];
   partition: Partition;
   schedule: Schedule;
   run: PipelineRunResult;
@@ -95,7 +97,8 @@ export function inFlightOf(kind: ScheduleKind, pp: number, vpp: number, M: numbe
 }
 
 /** The memory plan for the options (pure): fixed policies, or the planner under a budget per rank. */
-export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainStepOptions, kind: ScheduleKind, spec: DeviceSpec, layerFlops: Map<number, number>): MemoryPlan | null {
+export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainStepOptions, kind: ScheduleKind, spec: DeviceSpec,
+  layerFlops: Map<number, number>, planner: PlannerResult[] = []): MemoryPlan | null {
   const stageLayers = part.chunks.map((c) => Array.from({ length: c.end - c.start }, (_, i) => c.start + i));
   const M = o.microBatches.length, vpp = o.vpp ?? 1;
   if (o.memoryBudget !== undefined) {
@@ -109,7 +112,10 @@ export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainS
       const res = planMemory(mine, {
         budgetBytes: o.memoryBudget, flops, hostBandwidth: spec.hostLink.bandwidth * spec.hostLink.efficiency,
         inFlight: inFlightOf(kind, o.pp, vpp, M, st.stage), forwardFlops: layerFlops,
+        // one stage: nothing else runs between a micro-batch's F and B, so a copy must hide in its own passes
+        swapWindow: o.pp === 1 ? 'microbatch' : 'steady',
       });
+      planner.push(res);
       entries.push(...res.plan.entries);
       fullLayers.push(...res.plan.fullLayers);
     }
@@ -134,7 +140,8 @@ export async function runTrainStep(model: MoEGPT, o: TrainStepOptions): Promise<
   const layerCosts = Array.from({ length: model.cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0);
   const part = partitionLayers(layerCosts, o.pp, vpp);
   const schedule = makeSchedule(kind, o.pp, vpp, M);
-  const plan = planFor(lay.descs, part, o, kind, cluster.spec, lay.layerFlops);
+  const planner: PlannerResult[] = [];
+  const plan = planFor(lay.descs, part, o, kind, cluster.spec, lay.layerFlops, planner);
   const ranks = Array.from({ length: o.pp }, (_, r) => r);
   const run = runPipeline({ model, cluster, schedule, partition: part, microBatches: o.microBatches, costs: lay.costs, plan, recomputeFlops: lay.recomputeFlops, ranks });
   const bubble = measureBubble(cluster, ranks);
@@ -144,6 +151,6 @@ export async function runTrainStep(model: MoEGPT, o: TrainStepOptions): Promise<
     peakActivationBytes: run.ledgers.map((l) => l.peakResidentBytes),
     bubbleFraction: bubble.bubbleFraction, stepTimeSeconds: cluster.timeline.makespan,
     trace: cluster.trace(), ganttSvg: o.gantt === false ? '' : await ganttSvg(cluster, ranks),
-    plan, partition: part, schedule, run, cluster,
+    plan, planner, partition: part, schedule, run, cluster,
   };
 }
