@@ -64,7 +64,7 @@ forEachBackend('parallel CP equals single device', (test) => {
       pm.dispose();
       return p;
     };
-    const p1 = peak('ep=2'), p2 = peak('cp=2,ep=2');
+    const p1 = peak('dp=1'), p2 = peak('cp=2');
     assert.ok(p2 < 0.6 * p1, `activation peak with cp=2 ${p2} vs cp=1 ${p1}`);
     const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1 });
     const pm = new ParallelModel(makeCfg('global'), cluster, { layout: 'tp=2,cp=2,ep=4', seed: 5 });

@@ -103,12 +103,18 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     const intra = scaled(spec.intraNode, cal.a2aScale), inter = scaled(spec.interNode, cal.a2aScale);
     const sent = copies * h * BETA;
     if (o.hierarchicalA2A && nodes > 1) {
-      // phase 1 (inter-node): each token crosses to each remote node holding one of its experts once
-      // (not once per expert): E[distinct nodes] = N·(1 − (1 − 1/N)^k), capped by group-limited routing
-      let distinct = nodes * (1 - Math.pow(1 - 1 / nodes, k));
-      if (moe.groupTopk !== null && moe.numGroups !== null && moe.numGroups % nodes === 0) distinct = Math.min(distinct, moe.groupTopk);
-      const interBytes = tl * rho * h * BETA * distinct * (nodes - 1) / nodes;
-      const phase1 = allToAllVTime(interBytes, nodes, inter);
+      let phase1: number;
+      if (o.hierarchicalMode === 'allgather') {
+        // MindSpeed: inter-node all-gather of every local token over the group's nodes (independent of routing)
+        phase1 = allGatherTime(tl * h * BETA * nodes, nodes, inter);
+      } else {
+        // node-deduplicated: each token crosses to each remote node holding one of its experts once
+        // (not once per expert): E[distinct nodes] = N·(1 − (1 − 1/N)^k), capped by group-limited routing
+        let distinct = nodes * (1 - Math.pow(1 - 1 / nodes, k));
+        if (moe.groupTopk !== null && moe.numGroups !== null && moe.numGroups % nodes === 0) distinct = Math.min(distinct, moe.groupTopk);
+        const interBytes = tl * rho * h * BETA * distinct * (nodes - 1) / nodes;
+        phase1 = allToAllVTime(interBytes, nodes, inter);
+      }
       const phase2 = allToAllVTime(sent * (rpn - 1) / rpn, rpn, intra);   // intra-node all-to-allv to owners
       epFwd = 2 * (o.adaptivePipeOverlap ? Math.max(phase1, phase2) : phase1 + phase2);
     } else {
@@ -130,7 +136,9 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // --- per-layer composition (forward + backward of one micro-batch) -----------------------------
   const moeShare = mc.hasMoE ? mc.moeLayers / mc.layers : 0;
   const pf = (p: number) => Math.max(1, p); // avoid div by zero in fractions
-  const fNonSteady = o.adaptivePipeOverlap ? Math.min(1, (l.pp - 1) / pf(m)) : 1;
+  // micro-batches without a partner to overlap with: the pipeline warm-up/cool-down, and at least the
+  // first forward and the last backward of the step
+  const fNonSteady = o.adaptivePipeOverlap ? Math.min(1, Math.max(1, l.pp - 1) / pf(m)) : 1;
   const hidden = o.adaptivePipeOverlap ? (1 - fNonSteady) + 0.5 * fNonSteady : 0;
   const layer = (mlpFwd: number, isMoE: boolean): LayerTimes => {
     const compute = 3 * (attnFwd + mlpFwd);           // fwd + dgrad + wgrad

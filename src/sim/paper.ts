@@ -40,6 +40,7 @@ export const PAPER_BASELINE_OPTIONS: SimOptions = base;
 export const PAPER_OPTIMISED_OPTIONS: SimOptions = {
   ...base,
   hierarchicalA2A: true,
+  hierarchicalMode: 'allgather',
   adaptivePipeOverlap: true,
   recompute: 'selective',
   recomputeModules: ['mla-up-proj', 'norm', 'activation', 'permute'],
@@ -58,7 +59,7 @@ export interface ProgressionStep {
 /** Cumulative steps from the baseline to the optimised system. */
 export function paperProgression(): ProgressionStep[] {
   const o1 = { ...base };
-  const o2 = { ...o1, hierarchicalA2A: true };
+  const o2 = { ...o1, hierarchicalA2A: true, hierarchicalMode: 'allgather' as const };
   const o3 = { ...o2, adaptivePipeOverlap: true };
   const o4 = { ...o3, recompute: 'selective' as const, recomputeModules: PAPER_OPTIMISED_OPTIONS.recomputeModules, swapAttention: true };
   const o5 = { ...o4, imbalance: IMBALANCE_PLACED };

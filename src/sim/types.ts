@@ -49,6 +49,13 @@ export interface SimOptions {
   swapOptimizer: boolean;
   /** inter-node all-gather + intra-node all-to-all for EP (MindSpeed --moe-hierarchical-alltoallv) */
   hierarchicalA2A: boolean;
+  /**
+   * How the hierarchical all-to-all crosses nodes: 'dedup' sends each token once per remote node holding one of
+   * its experts (DeepEP, DeepSeek's IB→NVLink forwarding); 'allgather' all-gathers every token over the EP
+   * group's nodes (MindSpeed `--moe-hierarchical-alltoallv`, the paper's "inter-node AllGather, intra-node
+   * All-to-All", pangu-ultra-moe.md §6.1). Default 'dedup'.
+   */
+  hierarchicalMode?: 'dedup' | 'allgather';
   /** cross-micro-batch fwd/bwd overlap of EP communication, dW/dX split, independent intra/inter links */
   adaptivePipeOverlap: boolean;
   /** ρ = max/mean tokens per EP rank (1 = perfect balance) */

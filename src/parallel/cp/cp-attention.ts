@@ -66,7 +66,7 @@ export class CPAttention {
     const K = this.gather(local.map((x) => x.k), 'cp.kv'), V = this.gather(local.map((x) => x.v), 'cp.kv');
     tf.dispose(local.flatMap((x) => [x.k, x.v]));
     const keyPos = Int32Array.from(Array.from({ length: cp }, (_, s) => Array.from(cpPositions(S, cp, s))).flat());
-    return xs.map((_, r) => {
+    const ys = xs.map((_, r) => {
       const y = tf.tidy(() => {
         const a = w(r, 'wq').shape[1] / d, g = w(r, 'wk').shape[1] / d;
         const Kh = recs[r].save('cpattn.K', toHeads(tf.transpose(K[r], [1, 0, 2, 3])));                        // [b·g, S, d]
@@ -80,6 +80,8 @@ export class CPAttention {
       this.clock.compute(r, `${prefix} cp attention fwd`, { flops: 2 * b * L * (4 * H * w(r, 'wq').shape[1]) + 4 * b * L * S * w(r, 'wq').shape[1] });
       return y;
     });
+    tf.dispose([...K, ...V]);
+    return ys;
   }
 
   /** dys[r] [b, L, H] → partial dx [b, L, H]; adds wq, wk, wv, wo gradients. */
