@@ -8,6 +8,9 @@
 //   npx tsx bench/vs-torch.ts [--preset tiny|small] [--steps N] [--batch B] [--seq S] [--seed K]
 //       [--lr 3e-3] [--gemm openblas,wasm] [--experts loop|bmm] [--torch-threads 1] [--python /usr/bin/python3]
 //       [--gemm none]           torch only
+//       [--rounds R]            interleaved repetitions (default 2); each configuration keeps its fastest
+//       [--torch-blas-threads auto|1|2]  OpenBLAS threads of torch (auto: both, the faster is compared)
+//       [--profile]             our side: per-module wall time and top kernels of one extra step
 //       [--keep]                 keep the run directory (weights, batches, config) for debugging
 //   npm run bench -- --only vs-torch [--preset small]   (bench/run.ts runs every bench file)
 // → bench/results/vs-torch-<preset>.json
@@ -68,7 +71,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   const batch = (i: number): Batch => ({ tokens: (tok.data as Int32Array).slice(i * per, (i + 1) * per), targets: (tgt.data as Int32Array).slice(i * per, (i + 1) * per), batch: B, seqLen: S });
   const steps = nb - 1; // the last batch is the evaluation batch
   // gradients of batch 0 at the initial weights (one untimed forward+backward, no side effects)
-  {
+  if (has('dump-grads')) {
     const g = new GradStore(), b0 = batch(0);
     model.forwardBackward(b0.tokens, b0.targets, B, S, defaultContext({ training: true, lossScale: 1, seed: 1, recordStats: false }), g);
     const host = new Map<string, HostTensor>();
@@ -101,6 +104,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
     rows.push({ loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm: r.gradNorm, lr: r.lr, stepMs: r.stepSeconds * 1e3,
       cpuMs: (c.user + c.system) / 1e3, fwdBwdMs: phase.fwdBwd, optMs: phase.opt });
   }
+  const profile = has('profile') ? await profileStep(model, batch(0)) : undefined;
   const ev = batch(steps);
   const evalLmLoss = lossNumbers(model.forwardLoss(ev.tokens, ev.targets, B, S)).lmLoss;
   const med = median((rows.length > 1 ? rows.slice(1) : rows).map((r) => r.stepMs));
@@ -108,11 +112,52 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   const out: SideOut = {
     impl: backendLabel(), description: backendDescription(), rows, losses: rows.map((r) => r.loss), evalLmLoss,
     medianStepMs: med, tokensPerSec: tps, gflops: (run.flopsPerToken * tps) / 1e9,
-    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    peakRssMb: process.resourceUsage().maxRSS / 1024, profile,
   };
   trainer.dispose();
   model.dispose();
   console.log(JSON.stringify(out));
+}
+
+/** One extra forward+backward (after training) with wall time per module kind and tf.profile's kernels. */
+async function profileStep(model: MoEGPT, b: Batch) {
+  const ms = new Map<string, number>();
+  const wrap = (obj: Record<string, unknown>, kind: string) => {
+    for (const fn of ['forward', 'backward', 'loss']) {
+      if (typeof obj[fn] !== 'function') continue;
+      const orig = obj[fn] as (...a: unknown[]) => unknown;
+      obj[fn] = (...a: unknown[]) => {
+        const t0 = performance.now();
+        try { return orig.apply(obj, a); } finally { const k = `${kind}.${fn}`; ms.set(k, (ms.get(k) ?? 0) + performance.now() - t0); }
+      };
+    }
+  };
+  for (const blk of model.blocks) {
+    if (blk.moe) {
+      const m = blk.moe as unknown as { router: Record<string, unknown>; experts: Record<string, unknown>; shared: Record<string, unknown> | null };
+      wrap(m.router, 'moe.router'); wrap(m.experts, 'moe.experts'); if (m.shared) wrap(m.shared, 'moe.shared');
+    }
+    for (const n of [blk.attnNorm, blk.attnPostNorm, blk.mlpNorm, blk.mlpPostNorm]) if (n) wrap(n as never, 'norm');
+    wrap(blk.attn as never, 'attention'); wrap(blk.ffn as never, blk.moe ? 'moe' : 'mlp');
+  }
+  wrap(model.head as never, 'head'); wrap(model.embedding as never, 'embedding');
+  const g = new GradStore();
+  const t0 = performance.now();
+  const info = await tf.profile(() => { model.forwardBackward(b.tokens, b.targets, b.batch, b.seqLen, defaultContext({ recordStats: false }), g); });
+  const total = performance.now() - t0;
+  g.dispose();
+  const agg = new Map<string, { count: number; ms: number }>();
+  for (const k of info.kernels) {
+    const e = agg.get(k.name) ?? { count: 0, ms: 0 };
+    e.count++; e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    agg.set(k.name, e);
+  }
+  const kernels = [...agg].map(([name, e]) => ({ name, count: e.count, ms: +e.ms.toFixed(1) })).sort((x, y) => y.ms - x.ms);
+  return {
+    note: 'one fwd+bwd under tf.profile (adds overhead); module times are inclusive wall ms (moe includes moe.router/experts/shared)',
+    totalMs: +total.toFixed(1), kernelMs: +kernels.reduce((a, k) => a + k.ms, 0).toFixed(1), kernelCount: info.kernels.length,
+    moduleMs: Object.fromEntries([...ms].map(([k, v]): [string, number] => [k, +v.toFixed(1)]).sort((x, y) => y[1] - x[1])), topKernels: kernels.slice(0, 20),
+  };
 }
 
 // ---------------------------------------------------------------- orchestrator
@@ -167,34 +212,40 @@ async function main(): Promise<void> {
   console.log(`vs-torch: preset ${preset}, ${(numel / 1e6).toFixed(2)}M params, B=${B} S=${S}, ${steps} steps (+1 eval batch), ` +
     `${(fl.total / 1e6).toFixed(2)} MFLOP/token (fwd+bwd), run dir ${dir}`);
 
-  // 2. our side, one process per GEMM provider
-  const sides: SideOut[] = [];
+  // 2-3. our side (one process per GEMM provider) and torch (one process per OpenBLAS thread count),
+  // interleaved for --rounds R (default 2): the machine is shared, so each configuration is
+  // represented by its fastest round (lowest median step time); every run is kept in the JSON.
+  const rounds = Number(arg('rounds', '2'));
   const gemms = arg('gemm', 'openblas,wasm').split(',').filter((g) => g === 'openblas' || g === 'wasm') as ('openblas' | 'wasm')[]; // --gemm none: torch only
-  for (const g of gemms) {
-    const la0 = loadavg()[0];
-    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--worker', dir, '--gemm', g],
-      { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
-    const out = lastJson(r.stdout ?? '') as SideOut | null;
-    if (r.status !== 0 || !out) { console.error(`vs-torch: ultramoe (${g}) failed (exit ${r.status})`); process.exitCode = 1; continue; }
-    if (g === 'openblas' && out.impl !== 'wasm+openblas') { console.log(`  (OpenBLAS unavailable: ${out.description}; skipping the wasm+openblas column)`); if (gemms.includes('wasm')) continue; }
-    out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0];
-    summarize(out, fl.total, B * S);
-    sides.push(out);
-    report(out, fl.total);
-  }
-
-  // 3. torch
-  let torch: SideOut | null = null, torchSkipped: string | null = null;
-  const torchRuns: SideOut[] = [];
+  const oursRuns: SideOut[] = [], torchRuns: SideOut[] = [];
+  let torchSkipped: string | null = null;
   const pt = pythonTorch(python);
-  if (!pt.ok) {
-    torchSkipped = `${pt.why}; ${TORCH_HINT}`;
-    console.log(`  torch: skipped: ${torchSkipped}`);
-  } else {
-    // torch: 1 intra-op thread; OpenBLAS with 1 and 2 threads (auto), the faster (median step) is compared
-    const threads = arg('torch-threads', '1');
-    const blasChoices = (process.env.OPENBLAS_NUM_THREADS ?? arg('torch-blas-threads', 'auto')) === 'auto' ? ['2', '1']
-      : [process.env.OPENBLAS_NUM_THREADS ?? arg('torch-blas-threads', '2')];
+  if (!pt.ok) { torchSkipped = `${pt.why}; ${TORCH_HINT}`; console.log(`  torch: skipped: ${torchSkipped}`); }
+  // torch: 1 intra-op thread; OpenBLAS with 2 and 1 threads unless OPENBLAS_NUM_THREADS / --torch-blas-threads fix it
+  const threads = arg('torch-threads', '1');
+  const blasArg = process.env.OPENBLAS_NUM_THREADS ?? arg('torch-blas-threads', 'auto');
+  const blasChoices = pt.ok ? (blasArg === 'auto' ? ['2', '1'] : [blasArg]) : [];
+  let skipOpenblas = false;
+  for (let round = 0; round < rounds; round++) {
+    for (const g of gemms) {
+      if (g === 'openblas' && skipOpenblas) continue;
+      const la0 = loadavg()[0];
+      const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--worker', dir, '--gemm', g,
+        ...(has('profile') && round === 0 ? ['--profile'] : []), ...(round === 0 ? ['--dump-grads'] : [])],
+      { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+      const out = lastJson(r.stdout ?? '') as SideOut | null;
+      if (r.status !== 0 || !out) { console.error(`vs-torch: ultramoe (${g}) failed (exit ${r.status})`); process.exitCode = 1; continue; }
+      if (g === 'openblas' && out.impl !== 'wasm+openblas') {
+        console.log(`  (OpenBLAS unavailable: ${out.description}; no wasm+openblas column)`);
+        skipOpenblas = true;
+        if (gemms.includes('wasm')) continue;
+      }
+      out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0]; out.round = round;
+      summarize(out, fl.total, B * S);
+      oursRuns.push(out);
+      report(out, fl.total);
+      if (out.profile) console.log('  profile:', JSON.stringify(out.profile));
+    }
     for (const blas of blasChoices) {
       const la0 = loadavg()[0];
       const env = { ...process.env, OPENBLAS_NUM_THREADS: blas, OMP_NUM_THREADS: threads };
@@ -204,46 +255,60 @@ async function main(): Promise<void> {
       const out = lastJson(r.stdout ?? '') as SideOut | null;
       if (r.status !== 0 || !out || 'error' in out) { console.error(`vs-torch: torch failed (exit ${r.status}) ${out && 'error' in out ? out.error : ''}`); process.exitCode = 1; continue; }
       out.impl = `torch-blas${blas}`;
-      out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0];
+      out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0]; out.round = round;
       summarize(out, fl.total, B * S);
       torchRuns.push(out);
       report(out, fl.total);
     }
-    torch = torchRuns.slice().sort((a, b) => a.medianStepMs - b.medianStepMs)[0] ?? null;
-    if (torch && torchRuns.length > 1) console.log(`  torch: comparing with the faster configuration, ${torch.impl} (torch ${torch.torch}, ${torch.torchThreads} torch thread, OPENBLAS_NUM_THREADS=${torch.openblasThreads})`);
   }
+  const fastest = (runs: SideOut[]) => runs.slice().sort((x, y) => x.medianStepMs - y.medianStepMs)[0] ?? null;
+  const sides = [...new Set(oursRuns.map((r) => r.impl))].map((impl) => fastest(oursRuns.filter((r) => r.impl === impl))!);
+  const torch = fastest(torchRuns);
+  if (torch) console.log(`  torch: comparing with the fastest run, ${torch.impl} round ${torch.round} (torch ${torch.torch}, ${torch.torchThreads} torch thread, OPENBLAS_NUM_THREADS=${torch.openblasThreads})`);
+  if (sides.length) console.log(`  ours: fastest runs ${sides.map((s) => `${s.impl} round ${s.round}`).join(', ')}`);
 
-  // 4. comparison
+  // 4. comparison. Three checks: (a) the loss after N steps (and at every step) within TOLERANCE
+  // (the issue's criterion); (b) strict: the first-step loss within 1e-6 and every parameter's
+  // gradient at the initial weights within 1e-5 relative (no chaotic drift yet: a real semantic
+  // difference shows here); (c) the noise floor: how far our two GEMM providers drift apart (same
+  // code, only the fp32 summation order differs), to judge (a).
+  const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+  const noiseFloor = sides.length === 2 ? {
+    between: sides.map((s) => s.impl), evalLossRelDiff: rel(sides[0].evalLmLoss, sides[1].evalLmLoss),
+    lossRelDiffPerStep: sides[0].losses.map((l, i) => rel(l, sides[1].losses[i])),
+  } : null;
+  if (noiseFloor) console.log(`  noise floor (${noiseFloor.between.join(' vs ')}): loss rel diff per step [${noiseFloor.lossRelDiffPerStep.map((x) => x.toExponential(1)).join(', ')}], eval ${noiseFloor.evalLossRelDiff.toExponential(2)}`);
   const comparisons = sides.map((s) => {
     if (!torch) return { ours: s.impl };
-    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
-    const stepRel = s.losses.map((l, i) => rel(l, torch!.losses[i]));
-    const gradRel = s.rows.map((r, i) => rel(r.gradNorm, torch!.rows[i].gradNorm));
+    const stepRel = s.losses.map((l, i) => rel(l, torch.losses[i]));
+    const gradRel = s.rows.map((r, i) => rel(r.gradNorm, torch.rows[i].gradNorm));
     const evalRel = rel(s.evalLmLoss, torch.evalLmLoss);
-    const pass = evalRel <= TOLERANCE && stepRel.every((x) => x <= TOLERANCE);
-    const grads = compareGrads(join(dir, `grads-${s.impl === 'wasm+openblas' ? 'openblas' : 'wasm'}.safetensors`), join(dir, 'grads-torch.safetensors'));
+    const sameLoss = evalRel <= TOLERANCE && stepRel.every((x) => x <= TOLERANCE);
+    const gf = join(dir, `grads-${s.impl === 'wasm+openblas' ? 'openblas' : 'wasm'}.safetensors`), gt = join(dir, 'grads-torch.safetensors');
+    const grads = existsSync(gf) && existsSync(gt) ? compareGrads(gf, gt) : null;
+    const strict = stepRel[0] <= 1e-6 && !!grads && grads.worst.every((w) => w.rel <= 1e-5);
     const c = {
-      gradients: grads,
       ours: s.impl, torch: torch.impl, tokensPerSecRatio: s.tokensPerSec / torch.tokensPerSec,
       tokensPerSecRatioBest: Number(s.tokensPerSecBest) / Number(torch.tokensPerSecBest),
       tokensPerCpuSecRatio: Number(s.tokensPerCpuSec) / Number(torch.tokensPerCpuSec),
       lossRelDiffPerStep: stepRel, gradNormRelDiffPerStep: gradRel, evalLossRelDiff: evalRel,
-      tolerance: TOLERANCE, sameLoss: pass,
+      tolerance: TOLERANCE, sameLoss, strictParity: strict, gradients: grads,
     };
-    console.log(`  ${s.impl} / ${torch.impl}: ${c.tokensPerSecRatio.toFixed(3)}× tokens/s (best step: ${c.tokensPerSecRatioBest.toFixed(3)}×, per CPU-second: ${c.tokensPerCpuSecRatio.toFixed(3)}×); loss rel diff per step ` +
-      `[${stepRel.map((x) => x.toExponential(1)).join(', ')}], grad-norm rel diff [${gradRel.map((x) => x.toExponential(1)).join(', ')}], ` +
-      `eval loss after ${steps} steps ${s.evalLmLoss.toFixed(6)} vs ${torch.evalLmLoss.toFixed(6)} (rel ${evalRel.toExponential(2)}): ${pass ? 'SAME' : 'DIFFERENT'} at ${TOLERANCE}`);
-    console.log(`    gradients at the initial weights (batch 0): global rel diff ${grads.globalRel.toExponential(2)}, worst parameters ` +
-      grads.worst.slice(0, 4).map((w) => `${w.name} ${w.rel.toExponential(1)}`).join(', '));
-    if (!pass) process.exitCode = 1;
+    console.log(`  ${s.impl} / ${torch.impl}: ${c.tokensPerSecRatio.toFixed(3)}× tokens/s (best step: ${c.tokensPerSecRatioBest.toFixed(3)}×, per CPU-second: ${c.tokensPerCpuSecRatio.toFixed(3)}×)`);
+    console.log(`    loss rel diff per step [${stepRel.map((x) => x.toExponential(1)).join(', ')}]; grad-norm rel diff [${gradRel.map((x) => x.toExponential(1)).join(', ')}]`);
+    console.log(`    eval loss after ${steps} steps ${s.evalLmLoss.toFixed(6)} vs ${torch.evalLmLoss.toFixed(6)} (rel ${evalRel.toExponential(2)}): ${sameLoss ? 'SAME' : 'DIFFERENT'} at ${TOLERANCE}`);
+    if (grads) console.log(`    gradients at the initial weights (batch 0): global rel diff ${grads.globalRel.toExponential(2)}, worst ` +
+      grads.worst.slice(0, 3).map((w) => `${w.name} ${w.rel.toExponential(1)}`).join(', ') + `; strict parity (step-1 loss 1e-6, every gradient 1e-5): ${strict ? 'PASS' : 'FAIL'}`);
+    if (!sameLoss || !strict) process.exitCode = 1;
     return c;
   });
 
   const result = {
     preset, params: numel, batch: B, seqLen: S, steps, seed, train: tc,
     modelFlopsPerToken: fl.total, peakGflops2Core: PEAK_FLOPS_2CORE / 1e9,
-    ours: sides, torch, torchRuns: torchRuns.map((t) => ({ impl: t.impl, medianStepMs: t.medianStepMs, bestStepMs: t.bestStepMs, tokensPerSec: t.tokensPerSec })),
-    torchSkipped, comparisons, date: new Date().toISOString(),
+    rounds, ours: sides, torch,
+    allRuns: [...oursRuns, ...torchRuns].map((t) => ({ impl: t.impl, round: t.round, medianStepMs: t.medianStepMs, bestStepMs: t.bestStepMs, medianCpuMs: t.medianCpuMs, tokensPerSec: t.tokensPerSec, loadAvgBefore: t.loadAvgBefore, loadAvgAfter: t.loadAvgAfter })),
+    torchSkipped, noiseFloor, comparisons, date: new Date().toISOString(),
   };
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   const file = join(root, 'bench', 'results', `vs-torch-${preset}.json`);

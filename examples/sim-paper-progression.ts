@@ -6,8 +6,9 @@ import { getSpec } from '../src/device/specs.ts';
 import { CALIBRATIONS } from '../src/sim/calibration.ts';
 import { simulate } from '../src/sim/cost-model.ts';
 import { modelCost } from '../src/sim/model-cost.ts';
+import { stageSplit } from '../src/sim/schedule.ts';
 import { ASSUMPTIONS, PAPER_DEVICE, PAPER_MODEL, PAPER_OPTIMISED_OPTIONS, paperLayout, paperProgression } from '../src/sim/paper.ts';
-import { bestPerVariant, PAPER_SHAPE_SPACE, runSearch } from '../src/sim/search.ts';
+import { bestPerVariant, enumerateVariants, PAPER_SHAPE_SPACE, runSearch } from '../src/sim/search.ts';
 
 const spec = getSpec(PAPER_DEVICE);
 const mc = modelCost(PAPER_MODEL, 4096, false);
@@ -38,4 +39,17 @@ console.log(`${'rank'.padStart(4)} ${'hidden'.padStart(6)} ${'layers'.padStart(6
 ranked.forEach((x, i) => {
   if (i < 8 || i === chosen) console.log(`${pad(i + 1, 4)} ${pad(x.variant.hidden, 6)} ${pad(x.variant.layers, 6)} ${pad((x.variant.totalParams / 1e9).toFixed(1), 8)} ${pad((100 * x.mfu).toFixed(2), 6)} ${pad((x.tokensPerSecond / 1e6).toFixed(3), 7)}${i === chosen ? '   <- paper (7680 × 61)' : ''}`);
 });
-console.log(`paper shape: rank ${chosen + 1} of ${ranked.length}, ${(100 * (ranked[0].mfu - ranked[chosen].mfu)).toFixed(2)} MFU points below the best`);
+console.log(`paper shape: rank ${chosen + 1} of ${ranked.length}, ${(100 * (ranked[0].mfu - ranked[chosen].mfu)).toFixed(2)} MFU points below the best; `
+  + `all shapes within ${(100 * (ranked[0].mfu - ranked[ranked.length - 1].mfu)).toFixed(1)} points (below the simulator's error)`);
+
+// The same shapes at the paper's own layout (TP8 PP16 VPP2 EP32, micro-batch 2): here the ranking is set by how the
+// pipeline layers (+1 MTP) and the output heads (main + MTP, ~3.5 layers of work) divide into the 16 stages.
+const atPaper = enumerateVariants({ base: PAPER_MODEL, space: PAPER_SHAPE_SPACE, modelParams: 718e9, tolerance: 0.05 } as Parameters<typeof enumerateVariants>[0])
+  .map(({ v, cfg }) => ({ v, r: simulate(modelCost(cfg, 4096, false), paperLayout(6144), PAPER_OPTIMISED_OPTIONS, spec) }))
+  .sort((a, b) => b.r.mfu - a.r.mfu);
+const chosenAt = atPaper.findIndex((x) => x.v.hidden === 7680 && x.v.layers === 61);
+console.log(`\nat the paper's layout (TP8 PP16 VPP2 EP32): ${atPaper.slice(0, 4).map((x) => `${x.v.hidden}×${x.v.layers} ${(100 * x.r.mfu).toFixed(1)}%`).join(', ')}, ...`);
+const st = stageSplit(mc.layers, 16, 2, mc.headLayers);
+console.log(`paper shape: rank ${chosenAt + 1} of ${atPaper.length} (${(100 * atPaper[chosenAt].r.mfu).toFixed(1)}%): ${mc.layers} pipeline layers + heads worth `
+  + `${mc.headLayers.toFixed(1)} layers over 16 stages leave the heaviest stage at ${Math.max(st.per, st.last + mc.headLayers).toFixed(1)} layer-equivalents `
+  + `(${st.per} layers, last stage ${st.last} + heads) against a mean of ${((mc.layers + mc.headLayers) / 16).toFixed(1)}`);

@@ -12,6 +12,7 @@ import { Cluster, getSpec } from '../src/device/index.ts';
 import { ParallelModel } from '../src/parallel/parallel-model.ts';
 import { DistributedAdamW } from '../src/parallel/dp/distributed-adamw.ts';
 import { referenceStep } from '../src/parallel/reference.ts';
+import { createParallelModel } from '../src/parallel/index.ts';
 
 const RTOL = 1e-5, B = 8, S = 8, H = 32, E = 16, V = 64, LR = 1e-3;
 const ADAM = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
@@ -115,5 +116,17 @@ forEachBackend('parallel DP', (test) => {
     assert.is(optB.stateBytes(0), want);
     assert.is(b.cluster.device(0).hbm.usedBy('optimizer'), want);
     optB.dispose(); a.pm.dispose(); b.pm.dispose();
+  });
+
+  test('createParallelModel sizes the cluster to the layout (the CLI entry point)', () => {
+    const { model, cluster } = createParallelModel(cfg, { parallel: 'ep=4,dp=8', seed: 5, device: 'ascend-910b', devicesPerNode: 4, dtype: 'bf16' });
+    assert.is(cluster.nodes, 2);
+    const r = model.forwardBackward(batch(0).tokens, batch(0).targets, B, S);
+    assert.ok(Number.isFinite(r.loss));
+    let bytes = 0;
+    for (const v of model.params[0].vars.values()) bytes += v.size * 2;       // bf16 weights
+    assert.is(model.summary().memory[0].byCategory.weights.used, bytes);
+    assert.throws(() => createParallelModel(cfg, { parallel: 'ep=3,dp=4', seed: 5 }), /numExperts 16 is not divisible by ep=3/);
+    model.dispose();
   });
 }, ['wasm']);

@@ -13,6 +13,7 @@ import { MoEGPT } from '../src/model/gpt.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import { ParallelModel } from '../src/parallel/parallel-model.ts';
 import { localShard, referenceStep } from '../src/parallel/reference.ts';
+import { globalGradNorm } from '../src/train/optimizer.ts';
 
 const RTOL = 1e-5, B = 8, S = 8, H = 32, V = 64;
 
@@ -40,6 +41,7 @@ function check(layout: string, aux: AuxLossType, attention: 'mla' | 'gqa', M = 1
       assert.ok(got, `rank ${r} has no gradient for ${name}`);
       assertClose(got!.dataSync(), localShard(pm, name, r, g), RTOL, `${layout} ${name} on rank ${r}`);
     }
+  assertClose([pm.globalGradNorm()], [globalGradNorm(ref.grads)], RTOL, `${layout} global grad norm`);
   ref.grads.dispose(); single.dispose();
   return { pm, cluster };
 }

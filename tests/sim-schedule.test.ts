@@ -2,7 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertClose } from './support/backends.ts';
-import { bubbleFraction, bubbleTime, inFlightMicroBatches, defaultSchedule } from '../src/sim/schedule.ts';
+import { bubbleFraction, bubbleTime, inFlightMicroBatches, defaultSchedule, stageSplit } from '../src/sim/schedule.ts';
 
 const test = suite('sim-schedule');
 
@@ -34,6 +34,25 @@ test('in-flight micro-batches: 1F1B min(p, m), interleaved × (1 + (p−1)/(p·v
   assert.is(inFlightMicroBatches('1f1b', 8, 1, 64, 1), 9);
   assert.is(defaultSchedule(16, 2), 'interleaved');
   assert.is(defaultSchedule(16, 1), '1f1b');
+});
+
+test('stage split: uniform padding without a head; the last stage lightened for the output head', () => {
+  // 62 pipeline layers on PP16 × VPP2: 4 per stage (64 slots, 2 no-op layers on the last stage)
+  assert.equal(stageSplit(62, 16, 2, 0), { per: 4, last: 2 });
+  // a head worth 2 layers fits beside the last 2 layers without exceeding 4
+  assert.equal(stageSplit(62, 16, 2, 2), { per: 4, last: 2 });
+  // a head worth 3.5 layers: moving one layer off the last stage gives max(5, 1 + 3.5) = 5 < 2 + 3.5
+  assert.equal(stageSplit(62, 16, 2, 3.5), { per: 5, last: 1 });
+  // 61 pipeline layers: 15 × 4 + 1 + head 3.5 = 4.5
+  assert.equal(stageSplit(61, 16, 2, 3.5), { per: 4, last: 1 });
+  // DualPipe pairs the first and the last stage on rank 0: (per + last + head) / 2
+  assert.equal(stageSplit(62, 16, 1, 3, true), { per: 4, last: 2 });
+  assert.equal(stageSplit(60, 1, 1, 3), { per: 60, last: 60 });
+  // never loses a layer
+  for (const [n, p, v, hl] of [[62, 16, 2, 3.5], [69, 3, 4, 3], [58, 8, 1, 0.5], [70, 64, 1, 9]]) {
+    const s = stageSplit(n, p, v, hl);
+    assert.ok(s.per * (p - 1) + s.last >= n && s.last >= 0, JSON.stringify({ n, p, v, hl, s }));
+  }
 });
 
 test.run();

@@ -29,19 +29,16 @@ import { groupsOf, resolveDims, type GroupKind, type ProcessGroup } from '../dev
 import type { Allocation } from '../device/memory.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { MoEGPT } from '../model/gpt.ts';
-import { GradStore, ParamStore, type ForwardContext, type Module, type RouterStats } from '../model/module.ts';
+import { GradStore, type ForwardContext, type Module, type ParamStore, type RouterStats } from '../model/module.ts';
 import { SavedActivations } from '../model/saved.ts';
-import { GroupedExperts } from '../model/moe/experts.ts';
-import { MoELayer } from '../model/moe/moe-layer.ts';
 import { resolveLayout, type ParallelSpec, type ResolvedLayout } from './layout.ts';
 import { StepClock } from './clock.ts';
 import { EPMoE, type DispatcherKind, type EPRankLayer } from './ep/ep-moe.ts';
 import { AllGatherMoE } from './ep/allgather-moe.ts';
-import { localExperts } from './ep/dispatch-plan.ts';
 import { isGroupScoped, type RouteGroups } from './ep/route.ts';
 import { allReduceGrads } from './dp/grad-sync.ts';
 import { TPMappings } from './tp/mappings.ts';
-import { shardOf, tpAttention, tpMLP } from './tp/shard.ts';
+import { buildReplica } from './replica.ts';
 import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
 import { CPAttention } from './cp/cp-attention.ts';
 import { cpShard } from './cp/chunking.ts';
@@ -148,51 +145,20 @@ export class ParallelModel {
 
   private rankIn(groups: ProcessGroup[], rank: number): number { return groups.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
 
-  /** Replica with the same seed as the single-device model, then keep only this rank's shards. */
+  /** Replica with the same seed as the single-device model, cut to this rank's shards (replica.ts). */
   private buildRank(r: number): void {
-    const cfg = this.cfg, L = this.layout, model = new MoEGPT(cfg, this.opts.seed), P = model.params;
-    const tpRank = this.rankIn(this.groups.tp, r);
-    const { first, count } = localExperts(this.rankIn(this.groups.ep, r), cfg.moe.numExperts, L.ep);
-    const attn: Module[] = [], mlp: (Module | null)[] = [];
-    model.blocks.forEach((b, l) => {
-      const note = (m: { sharded: string[]; partial: string[] }) => {
-        m.sharded.forEach((n) => this.tpShardedParams.add(n));
-        if (L.tp > 1) m.partial.forEach((n) => this.tpPartialParams.add(n));
-      };
-      const a = tpAttention(cfg, P, `layers.${l}.attn`, L.tp, tpRank);
-      note(a); attn.push(a.module);
-      if (!(b.moe instanceof MoELayer)) {
-        const m = tpMLP(P, `layers.${l}.mlp`, cfg.hiddenSize, cfg.denseIntermediateSize, L.tp, tpRank);
-        note(m); mlp.push(m.module);
-        return;
-      }
-      mlp.push(null);
-      const full = b.moe.experts, prefix = full.prefix;
-      const slices = [full.w1, full.w3, full.w2].map((w) => tf.slice(w, [first, 0, 0], [count, -1, -1]));
-      const tmp = new ParamStore();
-      const experts = new GroupedExperts(prefix, count, cfg.hiddenSize, cfg.moe.expertHiddenSize, tmp, () => slices.shift()!, 0);
-      for (const n of ['w1', 'w3', 'w2']) {
-        const name = `${prefix}.${n}`;
-        P.vars.get(name)!.dispose();
-        P.vars.set(name, tmp.vars.get(name)!);
-        this.expertParams.add(name);
-      }
-      tmp.vars.clear();
-      // sequence-parallel MoE: router and shared expert see 1/tp of the tokens → partial gradients
-      if (L.tp > 1) for (const n of P.names()) if (n === b.moe.router.name || n.startsWith(`${b.moe.prefix}.shared.`)) this.tpPartialParams.add(n);
+    const x = buildReplica(this.cfg, this.opts.seed, this.layout, this.rankIn(this.groups.tp, r), this.rankIn(this.groups.ep, r));
+    x.expert.forEach((n) => this.expertParams.add(n));
+    x.tpSharded.forEach((n) => this.tpShardedParams.add(n));
+    x.tpPartial.forEach((n) => this.tpPartialParams.add(n));
+    for (const [l, layer] of x.moe) {
       const list = this.epLayers.get(l) ?? [];
-      list[r] = { layer: b.moe, experts };
+      list[r] = layer;
       this.epLayers.set(l, list);
-    });
-    if (L.tp > 1) for (const [name, kind] of [['embedding.weight', 'row'], ['lmHead.weight', 'column']] as const) {
-      const full = P.get(name), shard = shardOf(full, kind, L.tp, tpRank);
-      P.vars.set(name, tf.variable(shard, true, `${name}_tp${r}`));
-      shard.dispose(); full.dispose();
-      this.tpShardedParams.add(name);
     }
-    this.attn.push(attn); this.mlp.push(mlp);
-    this.replicas.push(model);
-    this.params.push(model.params);
+    this.attn.push(x.attn); this.mlp.push(x.mlp);
+    this.replicas.push(x.model);
+    this.params.push(x.model.params);
     this.grads.push(new GradStore());
   }
 
@@ -210,6 +176,26 @@ export class ParallelModel {
       if (a) { dev.hbm.release(a); this.actAllocs.delete(key); }
     };
     return rec;
+  }
+
+  /**
+   * sqrt(Σ‖g‖²) of the full (single-device) gradient from the synchronised per-rank shards, counting
+   * each distinct shard once: experts over rank 0's EP group, TP shards over rank 0's TP group, the
+   * rest from rank 0 (for global-norm clipping; call after forwardBackward without the distributed optimizer).
+   */
+  globalGradNorm(): number {
+    let sq = 0;
+    for (const name of this.params[0].names()) {
+      const ranks = this.expertParams.has(name) ? this.groups.ep[0].ranks : this.tpShardedParams.has(name) ? this.groups.tp[0].ranks : [0];
+      for (const r of ranks) {
+        const g = this.grads[r].get(name);
+        if (!g) continue;
+        const t = tf.tidy(() => tf.sum(tf.square(g)));
+        sq += t.dataSync()[0];
+        t.dispose();
+      }
+    }
+    return Math.sqrt(sq);
   }
 
   /** Forget gradients (and their memory accounting). */

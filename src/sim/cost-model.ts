@@ -103,19 +103,29 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     const intra = scaled(spec.intraNode, cal.a2aScale), inter = scaled(spec.interNode, cal.a2aScale);
     const sent = copies * h * BETA;
     if (o.hierarchicalA2A && nodes > 1) {
-      let phase1: number;
+      // the fitted a2aScale describes the collective library's all-to-all (NCCL / HCCL). Node-deduplicated
+      // dispatch runs DeepEP-style kernels whose published bandwidth is the link's (DeepEP README, H800:
+      // 50-51 GB/s RDMA at EP64 on ~50 GB/s NICs, 153-158 GB/s NVLink), so those use the catalogue links.
+      const dedup = o.hierarchicalMode !== 'allgather';
+      const interH = dedup ? spec.interNode : inter, intraH = dedup ? spec.intraNode : intra;
+      let phase1: number, phase2: number;
       if (o.hierarchicalMode === 'allgather') {
-        // MindSpeed: inter-node all-gather of every local token over the group's nodes (independent of routing)
-        phase1 = allGatherTime(tl * h * BETA * nodes, nodes, inter);
+        // MindSpeed (needs --moe-tp-extend-ep): the outer group of ep/tp ranks (one per TP group) all-gathers
+        // every local token, independent of routing; the members on other nodes cross the inter-node link.
+        // Then an all-to-allv inside the TP group hands each routed copy to its owner.
+        const outer = Math.max(1, Math.round(l.ep / l.tp)), local = Math.max(1, Math.min(outer, Math.floor(dpn / l.tp)));
+        phase1 = allToAllVTime(tl * h * BETA * (outer - local), outer, interH);
+        phase2 = allToAllVTime(sent * (l.tp - 1) / l.tp, l.tp, intraH)
+          + (local > 1 ? allToAllVTime(tl * h * BETA * (local - 1), local, intraH) : 0);
       } else {
         // node-deduplicated: each token crosses to each remote node holding one of its experts once
         // (not once per expert): E[distinct nodes] = N·(1 − (1 − 1/N)^k), capped by group-limited routing
         let distinct = nodes * (1 - Math.pow(1 - 1 / nodes, k));
         if (moe.groupTopk !== null && moe.numGroups !== null && moe.numGroups % nodes === 0) distinct = Math.min(distinct, moe.groupTopk);
         const interBytes = tl * rho * h * BETA * distinct * (nodes - 1) / nodes;
-        phase1 = allToAllVTime(interBytes, nodes, inter);
+        phase1 = allToAllVTime(interBytes, nodes, interH);
+        phase2 = allToAllVTime(sent * (rpn - 1) / rpn, rpn, intraH);  // intra-node all-to-allv to owners
       }
-      const phase2 = allToAllVTime(sent * (rpn - 1) / rpn, rpn, intra);   // intra-node all-to-allv to owners
       epFwd = 2 * (o.adaptivePipeOverlap ? Math.max(phase1, phase2) : phase1 + phase2);
     } else {
       epFwd = 2 * twoTierAllToAllTime({
@@ -159,9 +169,11 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
       if (isMoE && rc('permute')) { recompute += mem(BETA * copies * 2 * h); epExtra = epFwd / 2; } // re-dispatch
     }
     const epAll = epRaw + epExtra;
-    let ep = o.adaptivePipeOverlap ? Math.max(epAll * (1 - hidden), epAll - (compute + recompute)) : epAll;
-    // overlapped compute runs on the SMs the communication kernels leave free (GPUs only)
-    if (o.adaptivePipeOverlap && !spec.name.startsWith('ascend')) ep += (epAll - ep) * GPU_COMM_SM_SHARE / (1 - GPU_COMM_SM_SHARE);
+    const ep = o.adaptivePipeOverlap ? Math.max(epAll * (1 - hidden), epAll - (compute + recompute)) : epAll;
+    // GPUs: while a paired micro-batch's communication runs, its kernels hold GPU_COMM_SM_SHARE of the SMs for
+    // the whole overlapped chunk, so the overlapped (steady-state) compute runs on the rest
+    const smSlow = o.adaptivePipeOverlap && isMoE && epAll > 0 && !spec.name.startsWith('ascend')
+      ? hidden * compute * GPU_COMM_SM_SHARE / (1 - GPU_COMM_SM_SHARE) : 0;
     const cp = 3 * Math.max(0, cpFwd - attnCore);
     let swap = 0;
     if (o.swapAttention) {
@@ -169,7 +181,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
       const t = hostCopyTime(bytes, spec);
       swap = Math.max(0, t - (attnFwd + mlpFwd)) + Math.max(0, t - 2 * (attnFwd + mlpFwd));
     }
-    return { compute: compute + cal.layerOverhead, tp: 2 * tpLayer, ep, cp, recompute, swap, epRaw: epAll };
+    return { compute: compute + smSlow + cal.layerOverhead, tp: 2 * tpLayer, ep, cp, recompute, swap, epRaw: epAll };
   };
   const Lmoe = layer(expertFwd, true), Ldense = layer(denseFwd, false);
   const avg = (key: keyof LayerTimes) => moeShare * Lmoe[key] + (1 - moeShare) * Ldense[key];

@@ -7,8 +7,20 @@ import { keptBytes, type ModelCost } from './model-cost.ts';
 import { inFlightMicroBatches, paramCopies, stageSplit } from './schedule.ts';
 import type { MemoryBreakdown, ParallelLayout, RecomputeModule, Schedule, SimOptions } from './types.ts';
 
-/** Collective buffers, workspaces and allocator fragmentation (assumed, see docs/simulator.md). */
+/** Collective buffers, workspaces and allocator fragmentation on GPUs (assumed, see docs/simulator.md). */
 export const RESERVED_BYTES = 2 * 2 ** 30;
+
+/**
+ * Device memory the training process cannot use. GPUs: RESERVED_BYTES [U]. Ascend: the MindSpore /
+ * MindFormers guides recommend `max_device_memory: 58GB` on a 64 GB 910B and "typically 54GB on a
+ * thousand-card cluster" (HCCL buffers and other components grow with the cluster), so the reserve is
+ * the rest of the HBM.
+ */
+export function reservedBytes(spec: DeviceSpec, devices: number): number {
+  if (!spec.name.startsWith('ascend')) return RESERVED_BYTES;
+  const usable = (devices >= 1000 ? 54 : 58) * 2 ** 30;
+  return Math.max(RESERVED_BYTES, spec.hbmBytes - usable);
+}
 /** Layers of swapped activations resident around the one being computed (prefetch window). */
 const SWAP_WINDOW_LAYERS = 2;
 
@@ -89,8 +101,9 @@ export function memoryBreakdown(mc: ModelCost, l: ParallelLayout, o: SimOptions,
   const s = firstTotal >= lastTotal ? first : last;
   const activations = firstTotal >= lastTotal ? firstAct : lastAct;
   const weights = 2 * wg(s), gradients = 4 * wg(s), optimizer = optBytes(s.tpShard, s.expert);
-  const total = weights + gradients + optimizer + activations + RESERVED_BYTES;
+  const reserved = reservedBytes(spec, l.tp * l.cp * l.pp * l.dp);
+  const total = weights + gradients + optimizer + activations + reserved;
   const hostSwap = act.swapped * tokensPerMb * perStage * inflight
     + (o.swapOptimizer ? 12 * (o.distributedOptimizer ? s.tpShard / dpDense + s.expert / edp : wg(s)) : 0);
-  return { weights, gradients, optimizer, activations, reserved: RESERVED_BYTES, total, hostSwap, capacity: spec.hbmBytes, fits: total <= spec.hbmBytes };
+  return { weights, gradients, optimizer, activations, reserved, total, hostSwap, capacity: spec.hbmBytes, fits: total <= spec.hbmBytes };
 }

@@ -20,7 +20,7 @@ export const ASSUMPTIONS = [
   'MFU numerator: Megatron FLOPs with non-causal attention at seq 4096, MTP counted (308.4 GFLOP/token) [U; perf-model.md §3]',
   'layout: TP8 PP16 VPP2, EP4 with --moe-tp-extend-ep (experts over TP×EP = 32 ranks), micro-batch 2, global batch 6144 sequences [U; third-party note]',
   'baseline: full recomputation, flat all-to-all, no EP overlap, static expert placement (ρ = 1.3) [U]',
-  'optimised: hierarchical all-to-all, adaptive pipe overlap, fine-grained recompute (MLA up-proj, norm, activations, permute) + attention swap, dynamic placement (ρ = 1.05) [U for which tensors]',
+  'optimised: hierarchical all-to-all (MindSpeed variant: inter-node all-gather over the ep/tp outer group, all-to-allv inside the TP group), adaptive pipe overlap, fine-grained recompute (MLA up-proj, norm, activations, permute) + attention swap, dynamic placement (ρ = 1.05) [U for which tensors]',
 ];
 
 export function paperLayout(devices: 4096 | 6144 | number): ParallelLayout {

@@ -152,10 +152,11 @@ export function runSearch(inp: SearchInput): SearchOutput {
       for (let pi = 0; pi < policies.length; pi++) {
         const o = policies[pi];
         evaluated++;
-        // prune: memory first (cheap), time only for layouts that fit
+        // prune: memory first (cheap, FLOPs-balanced stage split), time only for layouts that fit
         const mem = memoryBreakdown(mc, l, o, inp.spec, o.schedule ?? defaultSchedule(l.pp, l.vpp), m);
         if (!mem.fits) continue;
         const r = simulate(mc, l, o, inp.spec);
+        if (!r.memory.fits) continue; // the time-balanced stage split can put more layers on the first stage
         row[0] = vi; row[1] = l.tp; row[2] = l.pp; row[3] = l.vpp; row[4] = l.ep; row[5] = l.cp; row[6] = l.dp; row[7] = l.microBatch;
         row[8] = o.recompute === 'full' ? 1 : 0; row[9] = r.mfu; row[10] = r.tokensPerSecond; row[11] = r.stepTimeSeconds; row[12] = r.peakMemoryBytes;
         cols.push(row);

@@ -12,6 +12,7 @@
 import { tf } from '../../backend/tf.ts';
 import type { Allocation } from '../../device/memory.ts';
 import type { ProcessGroup } from '../../device/groups.ts';
+import type { SimEvent } from '../../device/timeline.ts';
 import type { ParallelModel } from '../parallel-model.ts';
 import { gradOrZeros, uniqueGroups } from './grad-sync.ts';
 
@@ -87,7 +88,7 @@ export class DistributedAdamW {
 
 const shardSize = (numel: number, n: number) => Math.ceil(numel / n);
 
-function run(pm: ParallelModel, g: ProcessGroup, f: () => { outputs: tf.Tensor[]; events: import('../../device/timeline.ts').SimEvent[] }): tf.Tensor[] {
+function run(pm: ParallelModel, g: ProcessGroup, f: () => { outputs: tf.Tensor[]; events: SimEvent[] }): tf.Tensor[] {
   const res = f();
   pm.clock.comm(g.ranks, res.events);
   return res.outputs;

@@ -122,6 +122,9 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
     const m = a.microBatch;
     const t0 = cluster.timeline.events.length;
     if (a.kind === 'F') {
+      // swap prefetch: the next backward on this rank reloads while this forward runs (steady state)
+      const nextB = s.ranks[r].slice(pc[r]).find((x) => x.kind === 'B');
+      if (nextB) runners[r][nextB.chunk].prefetchBackward(nextB.microBatch);
       let msg: Msg | null = null;
       if (st > 0) msg = takeInput(r, 'fwd', m, a.chunk, st);
       const res = runner.forward(m, o.microBatches[m], contexts[m], msg?.tensor ?? null, msg?.event ? [msg.event] : []);

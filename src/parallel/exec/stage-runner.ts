@@ -142,6 +142,12 @@ export class ChunkRunner {
     return { output: null, event: last };
   }
 
+  /** Start reloading the swapped tensors micro-batch `m`'s backward needs first (its last layer). */
+  prefetchBackward(m: number): void {
+    const last = this.inflight.get(m)?.layers.at(-1);
+    if (last) this.mem.prefetch(last);
+  }
+
   /** Loss of a finished forward on the last chunk. */
   lossOf(m: number): LossReport { return this.inflight.get(m)!.report!; }
 

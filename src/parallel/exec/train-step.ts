@@ -111,7 +111,8 @@ export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainS
       if (!mine.length) continue;
       const res = planMemory(mine, {
         budgetBytes: o.memoryBudget, flops, hostBandwidth: spec.hostLink.bandwidth * spec.hostLink.efficiency,
-        inFlight: inFlightOf(kind, o.pp, vpp, M, st.stage), forwardFlops: layerFlops,
+        inFlight: inFlightOf(kind, o.pp, vpp, M, st.stage),
+        forwardFlops: new Map([...layerFlops].filter(([l]) => layers.has(l))), // this rank's layers only
         // one stage: nothing else runs between a micro-batch's F and B, so a copy must hide in its own passes
         swapWindow: o.pp === 1 ? 'microbatch' : 'steady',
       });

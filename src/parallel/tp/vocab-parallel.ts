@@ -57,7 +57,7 @@ export class VocabParallelHead {
     const z = x.map((xi, r) => tf.matMul(xi as tf.Tensor2D, this.params[r].get(this.name) as tf.Tensor2D)); // [T, V/tp]
     const mLocal = z.map((zi) => tf.max(zi, 1, true));
     const m = this.maps.allReduceTP(mLocal, 'tp.ce.max', 'max');                                            // [T, 1]
-    const e = z.map((zi, r) => tf.exp(tf.sub(zi, m[r])));
+    const e = z.map((zi, r) => tf.tidy(() => tf.exp(tf.sub(zi, m[r]))));
     const sLocal = e.map((ei) => tf.sum(ei, 1, true));
     const s = this.maps.allReduceTP(sLocal, 'tp.ce.sumexp');                                                // [T, 1]
     const ztLocal = z.map((zi, r) => {
