@@ -11,6 +11,7 @@
 //       [--rounds R]            interleaved repetitions (default 2); each configuration keeps its fastest
 //       [--torch-blas-threads auto|1|2]  OpenBLAS threads of torch (auto: both, the faster is compared)
 //       [--profile]             our side: per-module wall time and top kernels of one extra step
+//       [--quick]               3 steps, 1 round
 //       [--keep]                 keep the run directory (weights, batches, config) for debugging
 //   npm run bench -- --only vs-torch [--preset small]   (bench/run.ts runs every bench file)
 // → bench/results/vs-torch-<preset>.json
@@ -23,7 +24,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf, initBackend, backendLabel, backendDescription } from '../src/backend/tf.ts';
 import { resolveConfig, type ModelConfig } from '../src/model/config.ts';
@@ -44,8 +45,8 @@ const argv = process.argv.slice(2);
 const has = (k: string) => argv.includes(`--${k}`);
 const arg = (k: string, d: string) => (has(k) ? argv[argv.indexOf(`--${k}`) + 1] : d);
 
-interface StepOut { loss: number; lmLoss: number; auxLoss: number; zLoss: number; gradNorm: number; lr: number; stepMs: number; cpuMs: number; fwdBwdMs: number; optMs?: number }
-interface SideOut {
+export interface StepOut { loss: number; lmLoss: number; auxLoss: number; zLoss: number; gradNorm: number; lr: number; stepMs: number; cpuMs: number; fwdBwdMs: number; optMs?: number }
+export interface SideOut {
   impl: string; rows: StepOut[]; losses: number[]; evalLmLoss: number; medianStepMs: number; tokensPerSec: number;
   gflops: number; peakRssMb: number; loadAvgBefore?: number; loadAvgAfter?: number; bestStepMs?: number; [k: string]: unknown;
 }
@@ -56,6 +57,16 @@ const median = (v: number[]) => v.slice().sort((a, b) => a - b)[v.length >> 1];
 
 async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   await initBackend('wasm', { gemm });
+  const out = await trainOurs(dir, { dumpGrads: has('dump-grads') ? `grads-${gemm}.safetensors` : null, profile: has('profile') });
+  console.log(JSON.stringify(out));
+}
+
+/**
+ * Our side on a run directory, in this process (the backend must be initialised): load the weights,
+ * optionally dump the gradients of batch 0 at the initial weights to `dumpGrads` (a file name in
+ * `dir`), train on every batch but the last with src/train's Trainer, evaluate the last.
+ */
+export async function trainOurs(dir: string, opts: { dumpGrads?: string | null; profile?: boolean } = {}): Promise<SideOut> {
   const run = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   const cfg: ModelConfig = run.model, tc: TrainConfig = run.train;
   const model = new MoEGPT(cfg, 1);
@@ -71,7 +82,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   const batch = (i: number): Batch => ({ tokens: (tok.data as Int32Array).slice(i * per, (i + 1) * per), targets: (tgt.data as Int32Array).slice(i * per, (i + 1) * per), batch: B, seqLen: S });
   const steps = nb - 1; // the last batch is the evaluation batch
   // gradients of batch 0 at the initial weights (one untimed forward+backward, no side effects)
-  if (has('dump-grads')) {
+  if (opts.dumpGrads) {
     const g = new GradStore(), b0 = batch(0);
     model.forwardBackward(b0.tokens, b0.targets, B, S, defaultContext({ training: true, lossScale: 1, seed: 1, recordStats: false }), g);
     const host = new Map<string, HostTensor>();
@@ -80,7 +91,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
       host.set(n, { dtype: 'F32', shape: model.params.get(n).shape, data: t ? (t.dataSync() as Float32Array) : new Float32Array(model.params.get(n).size) });
     }
     g.dispose();
-    writeFileSync(join(dir, `grads-${gemm}.safetensors`), encodeSafetensors(host));
+    writeFileSync(join(dir, opts.dumpGrads), encodeSafetensors(host));
   }
   // The trainer's own dataset is a stub: its sampler is replaced by the batches file.
   const ds: Dataset = { name: 'vs-torch', tokenizer: undefined as never, train: tok.data as Int32Array, val: tok.data as Int32Array };
@@ -104,7 +115,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
     rows.push({ loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm: r.gradNorm, lr: r.lr, stepMs: r.stepSeconds * 1e3,
       cpuMs: (c.user + c.system) / 1e3, fwdBwdMs: phase.fwdBwd, optMs: phase.opt });
   }
-  const profile = has('profile') ? await profileStep(model, batch(0)) : undefined;
+  const profile = opts.profile ? await profileStep(model, batch(0)) : undefined;
   const ev = batch(steps);
   const evalLmLoss = lossNumbers(model.forwardLoss(ev.tokens, ev.targets, B, S)).lmLoss;
   const med = median((rows.length > 1 ? rows.slice(1) : rows).map((r) => r.stepMs));
@@ -116,7 +127,7 @@ async function worker(dir: string, gemm: 'openblas' | 'wasm'): Promise<void> {
   };
   trainer.dispose();
   model.dispose();
-  console.log(JSON.stringify(out));
+  return out;
 }
 
 /** One extra forward+backward (after training) with wall time per module kind and tf.profile's kernels. */
@@ -162,24 +173,65 @@ async function profileStep(model: MoEGPT, b: Batch) {
 
 // ---------------------------------------------------------------- orchestrator
 
+/**
+ * Write a run directory for bench/torch/ultramoe_torch.py (and our workers): config.json, the initial
+ * weights of MoEGPT(cfg, tc.seed) and steps+1 batches of tc.batch × tc.seqLen from the shipped corpus
+ * (the last one is the evaluation batch). Needs an initialised backend. Returns the parameter count.
+ */
+export function writeRunDir(dir: string, cfg: ModelConfig, tc: TrainConfig, steps: number): number {
+  const B = tc.batch, S = tc.seqLen;
+  const model = new MoEGPT(cfg, tc.seed);
+  const weights = new Map<string, HostTensor>();
+  const decay: Record<string, boolean> = {};
+  for (const [n, v] of model.params.vars) {
+    weights.set(n, { dtype: 'F32', shape: v.shape, data: v.dataSync() as Float32Array });
+    decay[n] = !!model.params.meta.get(n)?.decay;
+  }
+  const numel = model.params.numel();
+  model.dispose();
+  writeFileSync(join(dir, 'weights.safetensors'), encodeSafetensors(weights, { format: 'pt', producer: 'ultramoe' }));
+  const ds = loadDataset('text', 'byte', tc.seed);
+  const sampler = new BatchSampler(ds.train, B, S, tc.seed);
+  const tokens = new Int32Array((steps + 1) * B * S), targets = new Int32Array((steps + 1) * B * S);
+  for (let i = 0; i <= steps; i++) { const b = sampler.next(); tokens.set(b.tokens, i * B * S); targets.set(b.targets, i * B * S); }
+  writeFileSync(join(dir, 'batches.safetensors'), encodeSafetensors(new Map([
+    ['tokens', { dtype: 'I32', shape: [steps + 1, B, S], data: tokens }],
+    ['targets', { dtype: 'I32', shape: [steps + 1, B, S], data: targets }],
+  ])));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model: cfg, train: tc, flopsPerToken: modelFlopsPerTokenBreakdown(cfg, S).total, decay }));
+  return numel;
+}
+
+/** Run the torch twin on a run directory; returns its JSON (or throws with its stderr). */
+export function runTorchTwin(dir: string, opts: { python?: string; blasThreads?: string; torchThreads?: string; experts?: string; dumpGrads?: boolean; steps?: number } = {}): SideOut {
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: opts.blasThreads ?? '1', OMP_NUM_THREADS: opts.torchThreads ?? '1' };
+  const r = spawnSync(opts.python ?? '/usr/bin/python3', [join(here, 'torch', 'ultramoe_torch.py'), '--run-dir', dir, '--experts', opts.experts ?? 'loop',
+    '--torch-threads', opts.torchThreads ?? '1', ...(opts.dumpGrads ? ['--dump-grads'] : []), ...(opts.steps ? ['--steps', String(opts.steps)] : [])],
+  { cwd: root, encoding: 'utf8', env, maxBuffer: 64 << 20 });
+  const out = lastJson(r.stdout ?? '') as SideOut | null;
+  if (r.status !== 0 || !out || 'error' in out) throw new Error(`torch twin failed (exit ${r.status}): ${out && 'error' in out ? out.error : ''}\n${r.stderr}`);
+  return out;
+}
+
 function lastJson(stdout: string): Record<string, unknown> | null {
   const lines = stdout.trim().split('\n').reverse();
   for (const l of lines) { try { return JSON.parse(l); } catch { /* not JSON */ } }
   return null;
 }
 
-function pythonTorch(python: string): { ok: true; version: string } | { ok: false; why: string } {
+export function pythonTorch(python = '/usr/bin/python3'): { ok: true; version: string } | { ok: false; why: string } {
   if (!existsSync(python)) return { ok: false, why: `${python} not found` };
   const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
   if (r.status !== 0) return { ok: false, why: `torch is not importable from ${python} (${(r.stderr || '').trim().split('\n').pop()})` };
   return { ok: true, version: r.stdout.trim() };
 }
 
-const TORCH_HINT = 'install Debian\'s PyTorch and OpenBLAS: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (it is importable only from /usr/bin/python3)';
+export const TORCH_HINT = 'install Debian\'s PyTorch and OpenBLAS: `apt-get update && apt-get install -y python3-torch libopenblas0-pthread` (it is importable only from /usr/bin/python3)';
 
 async function main(): Promise<void> {
   const preset = arg('preset', 'tiny');
-  const steps = Number(arg('steps', '5'));
+  const quick = has('quick');
+  const steps = Number(arg('steps', quick ? '3' : '5'));
   const B = Number(arg('batch', '8')), S = Number(arg('seq', '128'));
   const seed = Number(arg('seed', '1'));
   const python = arg('python', '/usr/bin/python3');
@@ -190,32 +242,14 @@ async function main(): Promise<void> {
 
   // 1. initial weights (seeded init, as `ultramoe train` builds them) and N+1 batches of the shipped corpus
   await initBackend('wasm', { gemm: 'wasm' });
-  const model = new MoEGPT(cfg, seed);
-  const weights = new Map<string, HostTensor>();
-  const decay: Record<string, boolean> = {};
-  for (const [n, v] of model.params.vars) {
-    weights.set(n, { dtype: 'F32', shape: v.shape, data: v.dataSync() as Float32Array });
-    decay[n] = !!model.params.meta.get(n)?.decay;
-  }
-  const numel = model.params.numel();
-  model.dispose();
-  writeFileSync(join(dir, 'weights.safetensors'), encodeSafetensors(weights, { format: 'pt', producer: 'ultramoe' }));
-  const ds = loadDataset('text', 'byte', seed);
-  const sampler = new BatchSampler(ds.train, B, S, seed);
-  const tokens = new Int32Array((steps + 1) * B * S), targets = new Int32Array((steps + 1) * B * S);
-  for (let i = 0; i <= steps; i++) { const b = sampler.next(); tokens.set(b.tokens, i * B * S); targets.set(b.targets, i * B * S); }
-  writeFileSync(join(dir, 'batches.safetensors'), encodeSafetensors(new Map([
-    ['tokens', { dtype: 'I32', shape: [steps + 1, B, S], data: tokens }],
-    ['targets', { dtype: 'I32', shape: [steps + 1, B, S], data: targets }],
-  ])));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model: cfg, train: tc, flopsPerToken: fl.total, decay }));
+  const numel = writeRunDir(dir, cfg, tc, steps);
   console.log(`vs-torch: preset ${preset}, ${(numel / 1e6).toFixed(2)}M params, B=${B} S=${S}, ${steps} steps (+1 eval batch), ` +
     `${(fl.total / 1e6).toFixed(2)} MFLOP/token (fwd+bwd), run dir ${dir}`);
 
   // 2-3. our side (one process per GEMM provider) and torch (one process per OpenBLAS thread count),
   // interleaved for --rounds R (default 2): the machine is shared, so each configuration is
   // represented by its fastest round (lowest median step time); every run is kept in the JSON.
-  const rounds = Number(arg('rounds', '2'));
+  const rounds = Number(arg('rounds', quick ? '1' : '2'));
   const gemms = arg('gemm', 'openblas,wasm').split(',').filter((g) => g === 'openblas' || g === 'wasm') as ('openblas' | 'wasm')[]; // --gemm none: torch only
   const oursRuns: SideOut[] = [], torchRuns: SideOut[] = [];
   let torchSkipped: string | null = null;
@@ -248,12 +282,10 @@ async function main(): Promise<void> {
     }
     for (const blas of blasChoices) {
       const la0 = loadavg()[0];
-      const env = { ...process.env, OPENBLAS_NUM_THREADS: blas, OMP_NUM_THREADS: threads };
-      const r = spawnSync(python, [join(here, 'torch', 'ultramoe_torch.py'), '--run-dir', dir, '--experts', arg('experts', 'loop'), '--torch-threads', threads,
-        ...(torchRuns.length === 0 ? ['--dump-grads'] : [])],
-      { cwd: root, encoding: 'utf8', env, maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
-      const out = lastJson(r.stdout ?? '') as SideOut | null;
-      if (r.status !== 0 || !out || 'error' in out) { console.error(`vs-torch: torch failed (exit ${r.status}) ${out && 'error' in out ? out.error : ''}`); process.exitCode = 1; continue; }
+      let out: SideOut;
+      try {
+        out = runTorchTwin(dir, { python, blasThreads: blas, torchThreads: threads, experts: arg('experts', 'loop'), dumpGrads: torchRuns.length === 0 });
+      } catch (e) { console.error(`vs-torch: ${(e as Error).message}`); process.exitCode = 1; continue; }
       out.impl = `torch-blas${blas}`;
       out.loadAvgBefore = la0; out.loadAvgAfter = loadavg()[0]; out.round = round;
       summarize(out, fl.total, B * S);
@@ -335,7 +367,7 @@ function summarize(s: SideOut, flopsPerToken: number, tokens: number): void {
 }
 
 /** ‖a − b‖/‖b‖ per parameter (float64), from two safetensors files of gradients. */
-function compareGrads(oursFile: string, torchFile: string) {
+export function compareGrads(oursFile: string, torchFile: string) {
   const a = decodeSafetensors(readFileSync(oursFile)).tensors, b = decodeSafetensors(readFileSync(torchFile)).tensors;
   let dd = 0, bb = 0;
   const per: { name: string; rel: number; norm: number }[] = [];
@@ -359,8 +391,9 @@ function report(s: SideOut, flopsPerToken: number): void {
   console.log(`  ${''.padEnd(14)} losses [${s.losses.map((l) => l.toFixed(5)).join(', ')}]  (${(flopsPerToken / 1e6).toFixed(2)} MFLOP/token)`);
 }
 
-if (has('worker')) {
+const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === resolve(process.argv[1]);
+if (isMain && has('worker')) {
   worker(arg('worker', ''), arg('gemm', 'openblas') as 'openblas' | 'wasm').catch((e) => { console.error(e instanceof Error ? e.stack : e); process.exit(1); });
-} else {
+} else if (isMain) {
   main().catch((e) => { console.error(e instanceof Error ? e.stack : e); process.exit(1); });
 }

@@ -17,6 +17,8 @@ import { runPipeline } from '../src/parallel/exec/pipeline-executor.ts';
 import { execLayout } from '../src/parallel/exec/layout.ts';
 import { referenceStep, gradArrays, toyMicroBatches } from '../src/parallel/exec/reference.ts';
 import type { ForwardContext } from '../src/model/module.ts';
+import { planHook } from '../src/parallel/exec/memory-executor.ts';
+import { SavedLedger } from '../src/parallel/exec/saved-ledger.ts';
 
 const base: ConfigOverrides = {
   vocabSize: 64, hiddenSize: 32, numLayers: 3, numDenseLayers: 1, denseIntermediateSize: 48, numHeads: 2, numKvHeads: 1, headDim: 8,
@@ -84,4 +86,27 @@ forEachBackend('recompute-executor', (test) => {
       model.dispose();
     });
   }
+
+  test('planHook on plain MoEGPT.forwardBackward: selective drops + host moves → bitwise gradients', () => {
+    const cfg = resolveConfig('tiny', base);
+    const lay = execLayout(cfg, B, S);
+    const mbs = toyMicroBatches(M, B, S, 64);
+    const model = new MoEGPT(cfg, 5);
+    const fresh = () => { for (const l of model.moeLayers()) l.resetGlobalAux(); };
+    fresh();
+    const ref = referenceStep(model, mbs);
+    const refG = gradArrays(ref.grads); ref.grads.dispose();
+    const ledger = new SavedLedger();
+    const plan = makePlan(lay.descs, { recomputeGranularity: 'selective', recomputeModules: ['core_attn', 'mla_up_proj', 'permute', 'moe_act'] },
+      { offloadModules: ['residual', 'expert_fc1'] });
+    model.onForwardDone = (recs) => { for (const r of recs) if (/^layers\./.test(r.owner)) ledger.attach(r); planHook(plan, ledger)(recs); };
+    fresh();
+    const got = referenceStep(model, mbs);
+    model.onForwardDone = null;
+    const g = gradArrays(got.grads); got.grads.dispose();
+    assert.is(got.loss, ref.loss);
+    for (const [n, want] of refG) assertClose(g.get(n)!, want, 0, `hook: grad ${n}`);
+    assert.ok(ledger.swappedOut.size > 0 && ledger.reloadProblems().length === 0, 'swapped entries reloaded once');
+    model.dispose();
+  });
 }, ['wasm']);

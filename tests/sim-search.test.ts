@@ -9,6 +9,8 @@ import { modelCost } from '../src/sim/model-cost.ts';
 import { PAPER_MODEL, PAPER_OPTIMISED_OPTIONS } from '../src/sim/paper.ts';
 import { bestPerVariant, runSearch, variantConfig } from '../src/sim/search.ts';
 import { defaultSchedule } from '../src/sim/schedule.ts';
+import { simulate } from '../src/sim/cost-model.ts';
+import { paperLayout } from '../src/sim/paper.ts';
 
 const test = suite('sim-search');
 const spec = getSpec('ascend-910b');
@@ -41,6 +43,16 @@ test('search results divide evenly, fit memory and respect the budget', () => {
   // sorted by MFU, and the per-variant ranking covers every feasible variant
   for (let i = 1; i < out.top.length; i++) assert.ok(out.top[i - 1].mfu >= out.top[i].mfu);
   assert.ok(bestPerVariant(out).length <= out.variants);
+});
+
+test('MindSpeed hierarchical all-to-all all-gathers every token: its cost grows with the EP group, unlike node dedup', () => {
+  const mc = modelCost(PAPER_MODEL, 4096, false);
+  const base = { ...PAPER_OPTIMISED_OPTIONS, adaptivePipeOverlap: false };
+  const ep = (n: number, mode: 'allgather' | 'dedup') => simulate(mc, { ...paperLayout(6144), ep: n }, { ...base, hierarchicalMode: mode }, spec).time.epComm;
+  assert.ok(ep(256, 'allgather') > 3 * ep(32, 'allgather'), `${ep(256, 'allgather')} vs ${ep(32, 'allgather')}`);
+  assert.ok(ep(256, 'allgather') > 2 * ep(256, 'dedup'));
+  // at the paper's EP32 (4 nodes, k = 8) the two are within 25%
+  assert.ok(Math.abs(ep(32, 'allgather') / ep(32, 'dedup') - 1) < 0.25, `${ep(32, 'allgather')} vs ${ep(32, 'dedup')}`);
 });
 
 test.run();

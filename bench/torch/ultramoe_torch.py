@@ -153,6 +153,18 @@ class Model:
         self.P = params
         self.moe_layers = [l for l in range(cfg["numLayers"]) if l >= cfg["numDenseLayers"]]
         self.expert_mode = "loop"
+        self.record = False            # accumulate tokens-per-expert for the expert-bias update (training steps)
+        self.expert_bias = {}          # MoE prefix -> float32 [E] (selection only)
+        self.counts = {}               # MoE prefix -> float64 [E], final map counts of the global batch
+
+    def update_expert_bias(self):
+        """End of a global batch (train/trainer.ts): b += u * sign(mean(c) - c) (routing/expert-bias.ts), reset counts."""
+        moe = self.cfg["moe"]
+        for p, c in self.counts.items():
+            if moe["expertBias"]:
+                b = self.expert_bias.get(p, torch.zeros(moe["numExperts"], dtype=torch.float32)).double()
+                self.expert_bias[p] = (b + moe["biasUpdateRate"] * torch.sign(c.mean() - c)).float()
+            c.zero_()
 
     # -- attention
     def mla(self, x, p):
@@ -197,7 +209,7 @@ class Model:
         Fd = h.shape[1] // 2
         return silu_mul(h[:, :Fd], h[:, Fd:]) @ P[p + ".fc2"]
 
-    def route(self, logits, seq_len):
+    def route(self, logits, seq_len, p):
         """logits [T, E] fp32 -> (topk idx [T, k] long, weights [T, k] float64 differentiable, aux dict)."""
         moe = self.cfg["moe"]
         T, E = logits.shape
@@ -211,7 +223,8 @@ class Model:
             scores = L
         sel = scores.detach()
         if moe["scoreFunction"] == "sigmoid" and moe["expertBias"]:
-            sel = sel + self.expert_bias  # zero unless updated (trainer: once per global batch)
+            if p in self.expert_bias:
+                sel = sel + self.expert_bias[p].double()
         if moe["numGroups"] is not None:
             idx = group_limited_topk(sel, k, moe["numGroups"], moe["groupTopk"])
         else:
@@ -259,14 +272,17 @@ class Model:
         T, H = x2.shape
         E, k = moe["numExperts"], moe["topk"]
         logits = x2 @ P[p + ".router"].t()
-        idx, w, scores, losses = self.route(logits, seq_len)
+        idx, w, scores, losses = self.route(logits, seq_len, p)
         probs_dense = torch.zeros(T, E, dtype=torch.float64).scatter(1, idx, w)       # differentiable in w
         rmap = torch.zeros(T, E, dtype=torch.bool).scatter_(1, idx, True)
         if moe["capacityFactor"] is not None:
             rmap, probs_dense = apply_capacity(rmap, probs_dense, k, moe)
         # permutation plan: rows expert-major, token-ascending
         e_idx, t_idx = rmap.t().nonzero(as_tuple=True)                                  # sorted by (e, t)
-        counts = torch.bincount(e_idx, minlength=E).tolist()
+        cnt = torch.bincount(e_idx, minlength=E)
+        counts = cnt.tolist()
+        if self.record:
+            self.counts.setdefault(p, torch.zeros(E, dtype=torch.float64)).add_(cnt.double())
         perm_probs = probs_dense[t_idx, e_idx].float()                                  # [N]
         xs = x2.index_select(0, t_idx)                                                  # [N, H]
         y = self.experts(xs, perm_probs, counts, p)
@@ -502,7 +518,6 @@ def main():
         params[n] = t.clone().float().requires_grad_(True)
     model = Model(cfg, params)
     model.expert_mode = args.experts
-    model.expert_bias = torch.zeros(cfg["moe"]["numExperts"], dtype=torch.float64)
 
     decay_ts = run.get("decay", {})
     mismatch = [n for n in params if n in decay_ts and decay_ts[n] != expected_decay(n, params[n].shape)]
@@ -529,7 +544,9 @@ def main():
     for it in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=False)
+        model.record = True
         loss, parts = model.loss(tokens_all[it], targets_all[it])
+        model.record = False
         loss.backward()
         t_fb = time.perf_counter()
         norm = float(torch.nn.utils.clip_grad_norm_(all_params, tr["gradClip"])) if tr["gradClip"] > 0 else \
@@ -540,12 +557,12 @@ def main():
         t_opt = time.perf_counter()
         with torch.no_grad():
             opt.step()
+        model.update_expert_bias()
         t1, c1 = time.perf_counter(), time.process_time()
         rows.append({**parts, "gradNorm": norm, "lr": lr, "stepMs": (t1 - t0) * 1e3,
                      "fwdBwdMs": (t_fb - t0) * 1e3, "optMs": (t1 - t_opt) * 1e3, "cpuMs": (c1 - c0) * 1e3})
 
     with torch.no_grad():
-        model.training = False
         _, ev = model.loss(tokens_all[-1], targets_all[-1])
     timed = rows[1:] if len(rows) > 1 else rows
     med = sorted(r["stepMs"] for r in timed)[len(timed) // 2]

@@ -124,8 +124,10 @@ export function optionsFromFlags(f: PlanFlags, base: SimOptions, problems: strin
     o.swapOptimizer = parts.includes('optimizer');
   }
   if (f.a2a !== undefined) {
-    if (!['flat', 'hierarchical'].includes(f.a2a)) problems.push(`--a2a must be flat|hierarchical (got '${f.a2a}')`);
-    o.hierarchicalA2A = f.a2a === 'hierarchical';
+    if (!['flat', 'hierarchical', 'dedup', 'allgather'].includes(f.a2a)) problems.push(`--a2a must be flat|hierarchical|dedup|allgather (got '${f.a2a}')`);
+    o.hierarchicalA2A = f.a2a !== 'flat';
+    // hierarchical: the base's variant (the paper's: MindSpeed all-gather); dedup: DeepEP-style; allgather: MindSpeed
+    if (f.a2a === 'dedup' || f.a2a === 'allgather') o.hierarchicalMode = f.a2a;
   }
   if (f.overlap !== undefined) {
     if (!['on', 'off'].includes(f.overlap)) problems.push(`--overlap must be on|off (got '${f.overlap}')`);

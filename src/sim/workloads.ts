@@ -68,7 +68,7 @@ const MEG_DSV3_RECOMPUTE: RecomputeModule[] = ['mla-up-proj'];
 // DeepEP (flex dispatcher, node-deduplicated dispatch with NVLink forwarding = the hierarchical all-to-all
 // here): Megatron-Bridge applies it on Hopper (`apply_deepep`, compute capability 8/9) and the NeMo perf scripts
 // say "For H100 we use deepEP". Which dgxc BF16 container had it is not documented: the BF16 runs keep the
-// flat all-to-all [U] (with DeepEP the fitted a2aScale falls to ~0.3, see docs/simulator.md).
+// flat all-to-all [U] (with DeepEP at its published bandwidth they would come out ~80% fast, docs/simulator.md).
 const BF16_DEEPEP = false;
 
 export const PUBLISHED_RUNS: PublishedRun[] = [
@@ -99,7 +99,7 @@ export const PUBLISHED_RUNS: PublishedRun[] = [
     recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, hierarchicalA2A: true,
     tokensPerSecond: 1297 * 1024, group: 'gpu', role: 'holdout',
     source: 'NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md (25.09): 1,297 tok/s/GPU, TP2 PP8 VP4 EP64 GBS 8192, FP8, forced balance',
-    assumptions: 'linear GEMMs at the FP8 peak plus FP8 quantisation traffic, core attention and output head in BF16, communication in bf16, micro-batch 1, DeepEP dispatch (Megatron-Bridge apply_deepep on Hopper) as hierarchical all-to-all, no EP overlap (the Bridge H100 workload config sets none; the maintainer quotes ~350 TFLOPS with 1F1B all-to-all overlap, yanring/Megatron-MoE-ModelZoo#5, so the run may have had it: +28% instead of −23% here) [U]',
+    assumptions: 'linear GEMMs at the FP8 peak plus FP8 quantisation traffic, core attention and output head in BF16, communication in bf16, micro-batch 1, DeepEP dispatch (Megatron-Bridge apply_deepep on Hopper) as hierarchical all-to-all, no EP overlap (the Bridge H100 workload config sets none; the maintainer quotes ~350 TFLOPS with 1F1B all-to-all overlap, yanring/Megatron-MoE-ModelZoo#5, so the run may have had it: the model then gives +85%) [U]',
   },
   {
     id: 'dsv3-h800x2048-fp8', model: dsv3, gatedMlp: true, device: 'h800-sxm', layout: L(1, 16, 1, 64, 128, 1, 15360, 4096), dtype: 'fp8',

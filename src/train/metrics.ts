@@ -89,6 +89,11 @@ export interface StepRow {
   tfBytes: number;
   tfTensors: number;
   rssBytes: number;
+  /** parallel runs only: simulated step seconds (timeline), simulated expert compute of the slowest EP
+   *  rank (Σ MoE layers), worst layer's EP-device load max/mean under the placement in force */
+  simStepSeconds?: number;
+  simMoeSeconds?: number;
+  deviceLoadMaxOverMean?: number;
 }
 
 /** The metrics as an arquero table, written as CSV and JSON side by side. */

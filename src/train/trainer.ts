@@ -7,6 +7,7 @@ import { BatchSampler, type Dataset, type SamplerState } from './data.ts';
 import { expertLoads, loadSnapshot, memoryStats, type LoadSnapshot, type StepRow } from './metrics.ts';
 import { lossNumbers, type TrainableModel } from './model.ts';
 import { AdamW, DEFAULT_ADAMW, getLr, globalGradNorm, type AdamWConfig } from './optimizer.ts';
+import type { ParallelEngine } from './parallel.ts';
 
 export interface TrainConfig {
   steps: number;          // optimizer steps of the whole run (the LR schedule's horizon)
@@ -38,6 +39,8 @@ export class Trainer {
   readonly loads: LoadSnapshot[] = [];
   readonly opt: AdamW;
   readonly sampler: BatchSampler;
+  /** Tokens per expert of every MoE layer per step [step][layer][expert] (logical experts), when recording. */
+  readonly loadTrace: number[][][] | null;
 
   constructor(
     readonly model: TrainableModel,
@@ -47,7 +50,12 @@ export class Trainer {
     readonly flopsPerToken: number,
     readonly peakFlops: number,
     readonly topk = 1,
+    /** Parallel step engine (src/train/parallel.ts): `model` is then the unsharded host copy used for
+     *  evaluation and checkpoints, and `opt` receives the gathered AdamW state before a checkpoint. */
+    readonly engine: ParallelEngine | null = null,
+    recordLoads = false,
   ) {
+    this.loadTrace = recordLoads ? [] : null;
     this.opt = new AdamW(model.params, cfg.adamw);
     this.sampler = new BatchSampler(data.train, cfg.batch, cfg.seqLen, cfg.seed, data.trainStarts);
   }
@@ -70,6 +78,18 @@ export class Trainer {
     const sum = { loss: 0, lmLoss: 0, auxLoss: 0, zLoss: 0 };
     let tokens = 0;
     try {
+      let gradNorm: number, lr: number, sim: Partial<StepRow> = {};
+      if (this.engine) {
+        // the M micro-batches form the global batch, micro-batch-major (ParallelModel's DP/M split)
+        const bs = Array.from({ length: M }, () => this.sampler.next());
+        const cat = (k: 'tokens' | 'targets') => { const o = new Int32Array(bs.reduce((n, b) => n + b[k].length, 0)); let off = 0; for (const b of bs) { o.set(b[k], off); off += b[k].length; } return o; };
+        lr = this.lrAt(this.step);
+        const r = this.engine.step(cat('tokens'), cat('targets'), M * bs[0].batch, bs[0].seqLen, M, lr, this.cfg.gradClip, this.step + 1);
+        sum.loss = r.loss; sum.lmLoss = r.lmLoss; sum.auxLoss = r.auxLoss; sum.zLoss = r.zLoss;
+        gradNorm = r.gradNorm; tokens = M * bs[0].tokens.length;
+        routerStats.push(...r.routerStats);
+        sim = { simStepSeconds: r.simSeconds, simMoeSeconds: r.moeSeconds, deviceLoadMaxOverMean: Math.max(0, ...r.deviceMaxOverMean) };
+      } else {
       for (let mb = 0; mb < M; mb++) {
         const b = this.sampler.next();
         const ctx = defaultContext({ training: true, lossScale: 1 / M, seed: this.seedFor(this.step, mb), routerStats, recordStats: true });
@@ -77,12 +97,13 @@ export class Trainer {
         sum.loss += p.loss / M; sum.lmLoss += p.lmLoss / M; sum.auxLoss += p.auxLoss / M; sum.zLoss += p.zLoss / M;
         tokens += b.tokens.length;
       }
-      const gradNorm = globalGradNorm(grads);
+      gradNorm = globalGradNorm(grads);
       const clip = this.cfg.gradClip > 0 && gradNorm > this.cfg.gradClip ? this.cfg.gradClip / (gradNorm + 1e-6) : 1;
-      const lr = this.lrAt(this.step);
+      lr = this.lrAt(this.step);
       this.opt.step(grads, lr, clip);
       // End of the global batch: aux-loss-free bias update, then the global aux tracker resets.
       for (const layer of this.model.moeLayers()) { layer.updateExpertBias(); layer.resetGlobalAux(); }
+      }
       const secs = (performance.now() - t0) / 1000;
       const loads = expertLoads(routerStats, this.topk);
       const worst = (f: (l: (typeof loads)[number]) => number) => loads.reduce((m, l) => Math.max(m, f(l)), 0);
@@ -97,7 +118,9 @@ export class Trainer {
         valLoss: null,
         layers: loads.map((l) => ({ layer: l.layer, maxOverMean: l.maxOverMean, cv: l.cv, dropRate: l.dropRate })),
         ...memoryStats(),
+        ...sim,
       };
+      this.loadTrace?.push(loads.map((l) => l.tokensPerExpert));
       this.step++;
       if (loads.length) this.loads.push(loadSnapshot(this.step, loads));
       if (this.cfg.evalEvery > 0 && this.step % this.cfg.evalEvery === 0) row.valLoss = this.evaluate();
@@ -110,6 +133,7 @@ export class Trainer {
 
   /** Mean loss over a fixed set of validation batches (the same windows at every evaluation). */
   evaluate(): number {
+    this.engine?.syncHost();
     const val = new BatchSampler(this.data.val, this.cfg.batch, this.cfg.seqLen, `val-${this.cfg.seed}`, this.data.valStarts);
     let s = 0;
     for (let i = 0; i < this.cfg.evalBatches; i++) {
@@ -118,6 +142,9 @@ export class Trainer {
     }
     return s / this.cfg.evalBatches;
   }
+
+  /** Make `model` and `opt` hold the full training state (gathers the shards of a parallel run). */
+  syncForCheckpoint(): void { this.engine?.syncHost(this.opt); }
 
   state(): TrainerState { return { step: this.step, sampler: this.sampler.state(), rows: this.rows, loads: this.loads }; }
 

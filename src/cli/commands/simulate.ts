@@ -12,7 +12,7 @@ export const summary = 'simulate one training iteration: MFU, tokens/s, step tim
 const USAGE = `ultramoe simulate [--model <preset>] [--devices N] [--device <spec>] [--baseline]
   [--tp N --pp N --vpp N --ep N --cp N --mbs N] [--gbs N] [--seq N]   (no layout flags: the fastest feasible layout)
   [--recompute none|selective|full] [--recompute-modules core-attn,mla-up-proj,norm,activation,moe-act,permute]
-  [--swap none|attention|optimizer[,..]] [--a2a flat|hierarchical] [--overlap on|off] [--imbalance R]
+  [--swap none|attention|optimizer[,..]] [--a2a flat|hierarchical|dedup|allgather] [--overlap on|off] [--imbalance R]
   [--dist-opt on|off] [--tp-overlap F] [--schedule gpipe|1f1b|interleaved|zero-bubble|dualpipe]
   [--dtype bf16|fp8] [--flops causal|non-causal] [--save-plan plan.json] [--json]`;
 

@@ -29,6 +29,7 @@ import type { GroupedExperts } from '../../model/moe/experts.ts';
 import { permuteTokens, scatterAddRows } from '../../model/moe/permute.ts';
 import { planAllToAllDispatch, type EPDispatchPlan } from './dispatch-plan.ts';
 import { routeRanks, routerBackward, type EPScales, type RankRoute, type RouteGroups } from './route.ts';
+import { toLogicalRows, toPhysicalPermute, type SlotTable } from './physical-permute.ts';
 import type { StepClock } from '../clock.ts';
 
 export type { EPScales };
@@ -39,9 +40,16 @@ export type DispatcherKind = 'alltoall' | 'alltoall-hierarchical' | 'allgather';
 export interface EPRankLayer { layer: MoELayer; experts: GroupedExperts }
 
 /** Host state of one rank's layer call, kept in its record under 'ep'. */
-interface EPHost { route: RankRoute; dispatch: EPDispatchPlan; rankDispatch: RankDispatch; epRank: number }
+interface EPHost { route: RankRoute; dispatch: EPDispatchPlan; rankDispatch: RankDispatch; epRank: number; perm: RankPermute }
+
+/** The rows a rank dispatches: the router's logical permute, or its physical re-sort under a placement. */
+interface RankPermute { sortedIndices: Int32Array; permutedProbs: Float32Array; numRows: number; tokensPerSlot: number[]; slotOfRow: Int32Array; order: Int32Array | null }
 
 export class EPMoE {
+  /** Expert placement per MoE block index (dynamic placement): slot p of the layer lives on EP rank
+   *  ⌊p / (R/P)⌋ and holds logical expert physicalToLogical[p]. Absent: rank r owns [r·E/P, (r+1)·E/P). */
+  readonly placements = new Map<number, SlotTable>();
+
   constructor(readonly cluster: Cluster, readonly groups: RouteGroups, readonly dispatcher: DispatcherKind, readonly clock: StepClock) {
     if (dispatcher === 'allgather') throw new Error(`EPMoE: use AllGatherMoE for the all-gather dispatcher`);
   }
@@ -54,19 +62,25 @@ export class EPMoE {
     const x2 = xs.map((x, r) => recs[r].save('x', tf.reshape(x, [T, H]) as tf.Tensor2D));          // [T, H]
     const routes = routeRanks(this.cluster, this.clock, this.groups, layers.map((l) => l.layer), x2, ctxs, S);
     const plans = routes.map((x) => x.plan);
+    const table = this.placements.get(layers[0].layer.layer);
+    const perms: RankPermute[] = plans.map(({ permute: p }) => {
+      if (!table) return { sortedIndices: p.sortedIndices, permutedProbs: p.permutedProbs, numRows: p.numRows, tokensPerSlot: p.tokensPerExpert, slotOfRow: p.expertOfRow, order: null };
+      return toPhysicalPermute(p, table);
+    });
+    const R = table ? table.physicalToLogical.length : E;
 
     const ys: tf.Tensor[] = new Array(world);
     for (const g of this.groups.ep) {
-      const P = g.ranks.length, Eloc = E / P;
+      const P = g.ranks.length, Eloc = R / P;
       // dispatch_preprocess: local permute (expert-major) and the counts all-gather
-      const permuted = g.ranks.map((r) => permuteTokens(x2[r], plans[r].permute.sortedIndices));                 // [N, H]
-      const probs = g.ranks.map((r) => tf.tensor2d(plans[r].permute.permutedProbs, [plans[r].permute.numRows, 1])); // [N, 1]
-      const counts = this.allGatherCounts(g, g.ranks.map((r) => plans[r].permute.tokensPerExpert));            // [P][E]
+      const permuted = g.ranks.map((r) => permuteTokens(x2[r], perms[r].sortedIndices));                 // [N, H]
+      const probs = g.ranks.map((r) => tf.tensor2d(perms[r].permutedProbs, [perms[r].numRows, 1]));      // [N, 1]
+      const counts = this.allGatherCounts(g, g.ranks.map((r) => perms[r].tokensPerSlot));               // [P][R]
       const dplans = planAllToAllDispatch(counts);
       g.ranks.forEach((r, i) => {
-        const p = plans[r].permute;
-        const rankDispatch: RankDispatch = { numTokens: T, rowToken: p.sortedIndices, rowDest: Int32Array.from(p.expertOfRow, (e) => Math.floor(e / Eloc)) };
-        recs[r].setHost('ep', { route: routes[r], dispatch: dplans[i], rankDispatch, epRank: i } satisfies EPHost);
+        const p = perms[r];
+        const rankDispatch: RankDispatch = { numTokens: T, rowToken: p.sortedIndices, rowDest: Int32Array.from(p.slotOfRow, (e) => Math.floor(e / Eloc)) };
+        recs[r].setHost('ep', { route: routes[r], dispatch: dplans[i], rankDispatch, epRank: i, perm: p } satisfies EPHost);
       });
       // token_dispatch
       const recvTok = this.a2a(g, permuted, g.ranks.map((r) => x2[r]), dplans, 'forward', 'ep.dispatch', recs);
@@ -89,7 +103,7 @@ export class EPMoE {
       tf.dispose(expertOut);
       g.ranks.forEach((r, i) => {
         ys[r] = tf.tidy(() => {
-          let y: tf.Tensor = this.dispatcher === 'alltoall-hierarchical' ? back[i] : scatterAddRows(back[i] as tf.Tensor2D, plans[r].permute.sortedIndices, T);
+          let y: tf.Tensor = this.dispatcher === 'alltoall-hierarchical' ? back[i] : scatterAddRows(back[i] as tf.Tensor2D, perms[r].sortedIndices, T);
           const sh = layers[r].layer.shared;
           if (sh) { y = tf.add(y, sh.forward(x2[r], recs[r])); this.clock.compute(r, 'shared fwd', { gemm: [T, 3 * (sh.w1.shape[1] as number), H] }); }
           return tf.reshape(y, xs[r].shape);
@@ -109,7 +123,7 @@ export class EPMoE {
     for (const g of this.groups.ep) {
       const dplans = g.ranks.map((r) => hosts[r].dispatch);
       // backward of combine_postprocess (unpermute) and token_combine: permute dy, all-to-all forward direction
-      const dPerm = g.ranks.map((r) => permuteTokens(dy2[r], hosts[r].route.plan.permute.sortedIndices));
+      const dPerm = g.ranks.map((r) => permuteTokens(dy2[r], hosts[r].perm.sortedIndices));
       const recv = this.a2a(g, dPerm, g.ranks.map((r) => dy2[r]), dplans, 'forward', 'ep.combine.bwd', recs);
       tf.dispose(dPerm);
       const dRows: tf.Tensor[] = [], dProbRows: tf.Tensor[] = [];
@@ -130,8 +144,9 @@ export class EPMoE {
       g.ranks.forEach((r, i) => {
         const h = hosts[r], layer = layers[r].layer;
         dxs[r] = tf.tidy(() => {
-          let dx: tf.Tensor = this.dispatcher === 'alltoall-hierarchical' ? dBack[i] : scatterAddRows(dBack[i] as tf.Tensor2D, h.route.plan.permute.sortedIndices, T);
-          dx = tf.add(dx, routerBackward(layer, h.route, dProbBack[i].dataSync(), scales, recs[r].get<tf.Tensor2D>('x'), grads[r]));
+          let dx: tf.Tensor = this.dispatcher === 'alltoall-hierarchical' ? dBack[i] : scatterAddRows(dBack[i] as tf.Tensor2D, h.perm.sortedIndices, T);
+          const dProbs = dProbBack[i].dataSync();
+          dx = tf.add(dx, routerBackward(layer, h.route, h.perm.order ? toLogicalRows(dProbs, h.perm.order) : dProbs, scales, recs[r].get<tf.Tensor2D>('x'), grads[r]));
           if (layer.shared) dx = tf.add(dx, layer.shared.backward(dy2[r], recs[r], grads[r]));
           return tf.reshape(dx, dys[r].shape);
         });

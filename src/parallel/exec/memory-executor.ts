@@ -188,10 +188,11 @@ export class MemoryExecutor {
     if (!names.length) return 0;
     const prev = rec.onSave;
     rec.onSave = (r, info) => {
-      prev?.(r, info);
+      // free first: the backward finished those sub-modules before this rebuild started
       const k = forwardPhase(info.name);
       for (const i of r.list())
-        if (i.state === 'resident' && forwardPhase(i.name) > k) r.drop(i.name, consumed);
+        if (i.state === 'resident' && i.name !== info.name && forwardPhase(i.name) > k) r.drop(i.name, consumed);
+      prev?.(r, info);
     };
     return names.reduce((a, n) => a + (this.opts.recomputeFlops?.(layer, n) ?? 0), 0);
   }
