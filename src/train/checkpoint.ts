@@ -72,6 +72,7 @@ async function hostTensors(m: Map<string, tf.Tensor>): Promise<Map<string, HostT
 
 /** Write the trainer's full state to `dir` atomically (readers see the old or the new checkpoint). */
 export async function saveCheckpoint(dir: string, trainer: Trainer, modelConfig: ModelConfig, run: RunSpec): Promise<void> {
+  trainer.syncForCheckpoint(); // a parallel run gathers its shards into the host model and optimizer first
   const weights = new Map<string, tf.Tensor>(trainer.model.params.vars);
   for (const [n, b] of trainer.model.buffers?.() ?? []) weights.set(`buffer.${n}`, b);
   const host = await hostTensors(weights);
@@ -177,4 +178,5 @@ export function applyCheckpoint(ck: LoadedCheckpoint, trainer: Trainer, modelCon
   for (const [n, b] of hostBuffers(trainer.model)) b.set(Float32Array.from(ck.weights.get(`buffer.${n}`)!.data));
   trainer.opt.loadState(ck.optimizer.t, new Map([...ck.optimizer.tensors].map(([n, t]) => [n, { shape: t.shape, data: t.data as Float32Array }])));
   trainer.restore(ck.trainer);
+  trainer.engine?.scatterFromHost(trainer.opt); // parallel resume: every rank takes its shards
 }

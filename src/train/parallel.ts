@@ -19,6 +19,7 @@ import { uniqueGroups } from '../parallel/dp/grad-sync.ts';
 import { PlacementController } from '../parallel/placement/controller.ts';
 import { migrateLayer, type MigrationReport } from '../parallel/placement/executor.ts';
 import { balance, type SolverName } from '../parallel/placement/types.ts';
+import { MoELayer } from '../model/moe/moe-layer.ts';
 import { AdamW, type AdamWConfig } from './optimizer.ts';
 import type { ParallelFlags } from './parallel-flags.ts';
 
@@ -195,7 +196,7 @@ export class ParallelEngine {
       }
     }
     if (opt && !this.dopt) opt.t = this.opts[0].t;
-    const src = this.pm.replicas[0].moeLayers(), dst = this.host.moeLayers();
+    const src = moeLayersOf(this.pm.replicas[0]), dst = moeLayersOf(this.host);
     src.forEach((s, i) => { dst[i].expertBias = Float32Array.from(s.expertBias); });
   }
 
@@ -212,8 +213,8 @@ export class ParallelEngine {
       }
       this.opts[r].t = opt.t;
     });
-    const src = this.host.moeLayers();
-    for (const rep of this.pm.replicas) rep.moeLayers().forEach((d, i) => { d.expertBias = Float32Array.from(src[i].expertBias); });
+    const src = moeLayersOf(this.host);
+    for (const rep of this.pm.replicas) moeLayersOf(rep).forEach((d, i) => { d.expertBias = Float32Array.from(src[i].expertBias); });
   }
 
   dispose(): void {
@@ -222,3 +223,5 @@ export class ParallelEngine {
     this.pm.dispose();
   }
 }
+
+const moeLayersOf = (m: MoEGPT): MoELayer[] => m.blocks.flatMap((b) => (b.moe instanceof MoELayer ? [b.moe] : []));

@@ -67,6 +67,18 @@ export interface ReportInput {
   rows: StepRow[];
   loads: LoadSnapshot[];
   summary: Record<string, unknown>;
+  /** extra sections (parallel runs: memory per device, communication ledger, timeline, placement) */
+  tables?: ReportTable[];
+}
+
+export interface ReportTable { title: string; note?: string; columns: string[]; rows: (string | number)[][] }
+
+const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : String(Number(v.toPrecision(4)))) : v);
+
+function tableHtml(t: ReportTable): string {
+  return `<h2>${esc(t.title)}</h2>${t.note ? `<p>${esc(t.note)}</p>` : ''}
+<table border="1" style="border-collapse:collapse"><tr>${t.columns.map((c) => `<th>${esc(c)}</th>`).join('')}</tr>
+${t.rows.map((r) => `<tr>${r.map((v) => `<td style="text-align:right">${esc(String(cell(v)))}</td>`).join('')}</tr>`).join('\n')}</table>`;
 }
 
 /** All the report's SVGs, by caption. */
@@ -100,6 +112,7 @@ export async function writeReport(path: string, r: ReportInput): Promise<void> {
 </head><body>
 <h1>${esc(r.title)}</h1>
 <table>${rows}</table>
+${(r.tables ?? []).map(tableHtml).join('\n')}
 ${svgs.map((s) => `<figure>${s.svg}<figcaption>${esc(s.caption)}</figcaption></figure>`).join('\n')}
 <p>Metrics per step: metrics.csv / metrics.json next to this file.</p>
 </body></html>

@@ -67,10 +67,11 @@ export class SavedLedger {
   private onFree(rec: SavedActivations, info: SavedInfo): void {
     const k = key(rec, info.name), b = this.bytesOf(info);
     const a = this.hbm.get(k);
-    if (a === undefined) return;
-    if (typeof a !== 'number') this.device!.hbm.release(a);
-    this.hbm.delete(k);
-    this.residentBytes -= b;
+    if (a !== undefined) { // (an entry saved before the ledger was attached is not tracked as resident)
+      if (typeof a !== 'number') this.device!.hbm.release(a);
+      this.hbm.delete(k);
+      this.residentBytes -= b;
+    }
     if (this.pendingSwap.delete(k)) {
       this.host.set(k, this.device ? this.device.host.alloc('swapped', `${this.device.name}:${rec.owner}:${info.name}`, b) : b);
       this.hostBytes += b;
