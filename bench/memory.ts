@@ -39,7 +39,7 @@ const variants: [string, Partial<TrainStepOptions>][] = [
 ];
 
 type Row = { variant: string; peakActivationBytes: number; peakFraction: number; hbmActivationsPeak: number; hostSwappedPeak: number;
-  stepTimeSeconds: number; addedFraction: number; exposedSwapSeconds: number; gradsBitwise: boolean; fits?: boolean; budgetBytes?: number };
+  stepTimeSeconds: number; addedFraction: number; predictedPeakBytes: number; predictedAddedFraction: number; exposedSwapSeconds: number; gradsBitwise: boolean; fits?: boolean; budgetBytes?: number };
 let rows: Row[] = [];
 let base: { peak: number; step: number; grads: Map<string, Float32Array> } | null = null;
 
@@ -49,6 +49,7 @@ async function run(variant: string, extra: Partial<TrainStepOptions>): Promise<R
   const r = await runTrainStep(model, { pp, microBatches: mbs, gantt: false, ...extra });
   for (const p of r.planner) console.log(`  planner predicted: fits ${p.fits}, peak ${(p.cost.peakBytes / 2 ** 20).toFixed(2)} MiB of ${(p.baseline.peakBytes / 2 ** 20).toFixed(2)}, added ${(100 * p.cost.addedFraction).toFixed(1)}%; ` +
     p.explanation.filter((e) => e.decision !== 'keep').map((e) => `${e.module}:${e.decision}`).join(' '));
+  const pred = { peak: Math.max(...r.predicted.map((c) => c.peakBytes)), added: Math.max(...r.predicted.map((c) => c.addedFraction)) };
   const g = gradArrays(r.grads); r.grads.dispose();
   const peak = Math.max(...r.peakActivationBytes);
   if (!base) base = { peak, step: r.stepTimeSeconds, grads: g };
@@ -58,12 +59,12 @@ async function run(variant: string, extra: Partial<TrainStepOptions>): Promise<R
     variant, peakActivationBytes: peak, peakFraction: peak / base.peak,
     hbmActivationsPeak: Math.max(...r.perDevicePeakByCategory.map((p) => p.activations ?? 0)),
     hostSwappedPeak: Math.max(...r.hostSwappedPeakBytes), stepTimeSeconds: r.stepTimeSeconds,
-    addedFraction: r.stepTimeSeconds / base.step - 1, exposedSwapSeconds: Math.max(...exposedSwap(r.cluster, r.run.ledgers.map((_, i) => i))),
+    addedFraction: r.stepTimeSeconds / base.step - 1, predictedPeakBytes: pred.peak, predictedAddedFraction: pred.added, exposedSwapSeconds: Math.max(...exposedSwap(r.cluster, r.run.ledgers.map((_, i) => i))),
     gradsBitwise: bitwise,
   };
   console.log(`${variant.padEnd(58)} peak ${(peak / 2 ** 20).toFixed(2).padStart(7)} MiB (${(100 * row.peakFraction).toFixed(1).padStart(5)}%)` +
     `  host ${(row.hostSwappedPeak / 2 ** 20).toFixed(2).padStart(6)} MiB  step ${(r.stepTimeSeconds * 1e6).toFixed(1).padStart(8)} µs (+${(100 * row.addedFraction).toFixed(1)}%)` +
-    `  bitwise ${bitwise}  [${Date.now() - t0} ms]`);
+    `  predicted ${(pred.peak / 2 ** 20).toFixed(2)} MiB +${(100 * pred.added).toFixed(1)}%  bitwise ${bitwise}  [${Date.now() - t0} ms]`);
   return row;
 }
 

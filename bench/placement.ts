@@ -11,6 +11,9 @@
 //      placement in force before that step. Gain = 1 - T_dynamic / T_static. 'migr 0.5%' is our solver
 //      with migration awareness (also searches from the current plan, accepts 0.5% more predicted max
 //      load for fewer moved slots); migration time itself is not in the model, the slot count is reported.
+// End-to-end: each part-B row's load imbalance ρ = Σ max device load / Σ mean device load (over steps and
+// layers) goes into the analytical simulator (src/sim, read-only) as the expert-load imbalance of the
+// paper's optimised setup (Pangu Ultra MoE 718B, 6144 Ascend 910B, everything else fixed) → simulated MFU.
 // Traces in bench/traces/*.json (format 'ultramoe.expert-load-trace', see docs/placement.md) run through
 // part B too, with D = the largest divisor of N that is <= min(32, N/2), R = N + D, one node.
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,6 +24,10 @@ import { PlacementController } from '../src/parallel/placement/controller.ts';
 import { solveLayer } from '../src/parallel/placement/solve.ts';
 import { parseTrace, syntheticZipfTrace, type ExpertLoadTrace } from '../src/parallel/placement/trace.ts';
 import { balance, deviceLoads, type PlacementSpec, type SolverName } from '../src/parallel/placement/types.ts';
+import { simulate } from '../src/sim/cost-model.ts';
+import { modelCost } from '../src/sim/model-cost.ts';
+import { PAPER_DEVICE, PAPER_MODEL, PAPER_OPTIMISED_OPTIONS, PAPER_SEQ, paperLayout } from '../src/sim/paper.ts';
+import { getSpec } from '../src/device/specs.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { steps: { type: 'string' }, quick: { type: 'boolean' } } });
@@ -78,7 +85,13 @@ for (const s of EXPONENTS) {
 }
 
 // ---- B. dynamic placement over the drifting trace ----
-interface DynRow { trace: string; placement: string; relativeMoeTime: number; gain: number; replacements: number; slotMoves: number; perfectBalanceGain: number }
+interface DynRow {
+  trace: string; placement: string; relativeMoeTime: number; gain: number; replacements: number; slotMoves: number; perfectBalanceGain: number;
+  /** ρ = Σ max device load / Σ mean device load, and the paper model's simulated MFU at that ρ */
+  rho: number; paperMfu: number;
+}
+const paperMc = modelCost(PAPER_MODEL, PAPER_SEQ, PAPER_OPTIMISED_OPTIONS.causalFlops, PAPER_OPTIMISED_OPTIONS.gatedMlp);
+const paperMfu = (rho: number) => simulate(paperMc, paperLayout(6144), { ...PAPER_OPTIMISED_OPTIONS, imbalance: rho }, getSpec(PAPER_DEVICE)).mfu;
 function dynamic(trace: ExpertLoadTrace, vs: Variant[]): DynRow[] {
   const out: DynRow[] = [];
   let staticTime = 0, meanTime = 0;
@@ -100,7 +113,7 @@ function dynamic(trace: ExpertLoadTrace, vs: Variant[]): DynRow[] {
     }
     out.push({
       trace: trace.name, placement: v.label, relativeMoeTime: time / staticTime, gain: 1 - time / staticTime,
-      replacements, slotMoves, perfectBalanceGain: 1 - meanTime / staticTime,
+      replacements, slotMoves, perfectBalanceGain: 1 - meanTime / staticTime, rho: time / meanTime, paperMfu: paperMfu(time / meanTime),
     });
   }
   return out;
@@ -129,12 +142,14 @@ for (const r of snapshot) {
     (r.relativeMoeTime as number).toFixed(3), (r.perfectBalanceRelativeTime as number).toFixed(3), (r.msPerLayerSolve as number).toFixed(1)], wA));
 }
 console.log(`\nB. dynamic placement over ${STEPS} drifting steps (EMA ${EMA}, CV gate ${THRESHOLD}, period ${PERIOD}); MoE time relative to static`);
-const wB = [24, 22, 10, 8, 8, 8, 10];
-console.log(row(['trace', 'placement', 'MoE time', 'gain', 'bound', 'replace', 'slot moves'], wB, 2));
+const wB = [28, 22, 10, 8, 8, 8, 10, 7, 10];
+console.log(row(['trace', 'placement', 'MoE time', 'gain', 'bound', 'replace', 'slot moves', 'ρ', 'paper MFU'], wB, 2));
 for (const r of dyn) {
-  console.log(row([r.trace, r.placement, r.relativeMoeTime.toFixed(3), `${(100 * r.gain).toFixed(1)}%`, `${(100 * r.perfectBalanceGain).toFixed(1)}%`, r.replacements, r.slotMoves], wB, 2));
+  console.log(row([r.trace, r.placement, r.relativeMoeTime.toFixed(3), `${(100 * r.gain).toFixed(1)}%`, `${(100 * r.perfectBalanceGain).toFixed(1)}%`, r.replacements, r.slotMoves,
+    r.rho.toFixed(3), `${(100 * r.paperMfu).toFixed(2)}%`], wB, 2));
 }
+console.log(`paper model (optimised setup, 6144 NPUs) simulated MFU at ρ = 1: ${(100 * paperMfu(1)).toFixed(2)}%`);
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 const outPath = join(root, 'bench', 'results', 'placement.json');
-writeFileSync(outPath, JSON.stringify({ config, timeModel: 'T_layer proportional to max device load (tokens); relative to static contiguous placement', snapshot, dynamic: dyn }, null, 1));
+writeFileSync(outPath, JSON.stringify({ config, paperMfuAtRho1: paperMfu(1), endToEnd: 'rho = sum max / sum mean device load of each part-B row -> simulate() of the paper optimised setup (src/sim/paper.ts) with imbalance rho', timeModel: 'T_layer proportional to max device load (tokens); relative to static contiguous placement', snapshot, dynamic: dyn }, null, 1));
 console.log(`\nwrote ${outPath}`);

@@ -1,7 +1,7 @@
 // Swap executor: saved activations go to host memory after their forward use and come back (prefetched)
 // before their backward use. Gradients are bitwise those without swapping (the host copy is the exact
 // float32 data), device memory goes down by exactly the bytes host memory goes up (ledgers), every
-// swapped tensor is reloaded exactly once, the copies run on the host-copy stream overlapping compute,
+// swapped tensor is reloaded exactly once, the copies run on the host-copy streams (D2H, H2D) overlapping compute,
 // and minOffloadSize / offloadFraction select what moves.
 import { forEachBackend, tf, assert, assertClose } from './support/backends.ts';
 import { resolveConfig, type ConfigOverrides } from '../src/model/config.ts';
@@ -45,7 +45,8 @@ forEachBackend('swap-executor', (test) => {
     assert.equal(led.reloadProblems(), [], 'every swapped tensor reloaded exactly once');
     for (const [k, n] of led.reloads) assert.is(n, 1, `${k} reloaded once`);
     assert.is(cluster.hosts[0].usedBy('swapped'), 0, 'host memory returned');
-    const copies = cluster.timeline.events.filter((e) => e.stream === 'host-copy');
+    const copies = cluster.timeline.events.filter((e) => e.stream === 'host-copy' || e.stream === 'host-copy-in');
+    assert.ok(copies.every((e) => e.stream === (e.name.startsWith('swap-out') ? 'host-copy' : 'host-copy-in')), 'D2H and H2D on their own streams (full duplex)');
     assert.is(copies.filter((e) => e.name.startsWith('swap-out')).length, copies.filter((e) => e.name.startsWith('swap-in')).length);
     const s = cluster.timeline.commSummary().find((x) => x.device === 0)!;
     assert.ok(s.hostCopy > 0 && s.exposedHostCopy < s.hostCopy, `copies overlap compute (exposed ${s.exposedHostCopy} of ${s.hostCopy} s)`);

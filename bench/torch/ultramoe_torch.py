@@ -151,7 +151,6 @@ class Model:
     def __init__(self, cfg, params):
         self.cfg = cfg
         self.P = params
-        self.moe_layers = [l for l in range(cfg["numLayers"]) if l >= cfg["numDenseLayers"]]
         self.expert_mode = "loop"
         self.record = False            # accumulate tokens-per-expert for the expert-bias update (training steps)
         self.expert_bias = {}          # MoE prefix -> float32 [E] (selection only)
@@ -491,6 +490,9 @@ def main():
     ap.add_argument("--experts", choices=["loop", "bmm"], default="loop")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0, help="0 = all batches")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="print {ready}, then wait for one stdin line before each step and before the evaluation; "
+                         "print {stepDone} after each step (bench/vs-torch.ts interleaves processes step by step)")
     ap.add_argument("--dump-grads", action="store_true",
                     help="write the gradients of batch 0 at the initial weights to DIR/grads-torch.safetensors")
     args = ap.parse_args()
@@ -502,6 +504,8 @@ def main():
     cfg, tr = run["model"], run["train"]
     if cfg.get("dropout", 0) > 0:
         raise SystemExit("dropout > 0 is not supported (ultramoe does not implement it either)")
+    if tr.get("microBatches", 1) != 1:
+        raise SystemExit("the torch twin trains one micro-batch per step (microBatches 1)")
     if cfg["moe"]["inputJitterEps"] > 0:
         raise SystemExit("router input jitter uses tfjs's RNG stream; not reproducible in torch: run with inputJitterEps 0")
     weights = read_safetensors(os.path.join(args.run_dir, "weights.safetensors"))
@@ -540,8 +544,18 @@ def main():
         for p in params.values():
             p.grad = None
 
+    def gate():
+        if args.lockstep and not sys.stdin.readline():
+            raise SystemExit("lockstep: stdin closed")
+
+    def emit(obj):
+        if args.lockstep:
+            print(json.dumps(obj), flush=True)
+
     rows = []
+    emit({"ready": True})
     for it in range(steps):
+        gate()
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=False)
         model.record = True
@@ -561,7 +575,9 @@ def main():
         t1, c1 = time.perf_counter(), time.process_time()
         rows.append({**parts, "gradNorm": norm, "lr": lr, "stepMs": (t1 - t0) * 1e3,
                      "fwdBwdMs": (t_fb - t0) * 1e3, "optMs": (t1 - t_opt) * 1e3, "cpuMs": (c1 - c0) * 1e3})
+        emit({"stepDone": rows[-1]})
 
+    gate()
     with torch.no_grad():
         _, ev = model.loss(tokens_all[-1], targets_all[-1])
     timed = rows[1:] if len(rows) > 1 else rows

@@ -1,5 +1,5 @@
 // A simulated accelerator: an HBM ledger, a view of its node's host ledger, tensors it holds (each
-// tied to an allocation) and four streams on the cluster timeline. Ops run real tfjs code on the host
+// tied to an allocation) and five streams on the cluster timeline (host copies: one per direction). Ops run real tfjs code on the host
 // and charge simulated time from the pure cost model (cost.ts).
 import { tf } from '../backend/tf.ts';
 import { computeTime, gemmTime, hostCopyTime, memoryTime } from './cost.ts';
@@ -128,7 +128,7 @@ export class SimDevice {
     if (h.device !== this.rank) throw new Error(`${this.name}: swap handle '${h.label}' belongs to npu${h.device}`);
     const tensor = this.hold(tf.tensor(h.data, h.shape, h.dtype), h.category, h.label);
     this.host.release(h.hostAllocation);
-    const event = this.timeline.schedule({ device: this.rank, stream: 'host-copy', name: `swap-in ${h.label}`, kind: 'copy', duration: hostCopyTime(h.hostAllocation.bytes, this.spec), after: [h.event, ...(opts.after ?? [])], args: { bytes: h.hostAllocation.bytes } });
+    const event = this.timeline.schedule({ device: this.rank, stream: 'host-copy-in', name: `swap-in ${h.label}`, kind: 'copy', duration: hostCopyTime(h.hostAllocation.bytes, this.spec), after: [h.event, ...(opts.after ?? [])], args: { bytes: h.hostAllocation.bytes } });
     return { tensor, event };
   }
 }

@@ -3,7 +3,9 @@
 // Trace Event Format JSON and a per-stream summary (busy, idle, exposed communication, overlap).
 import * as aq from 'arquero';
 
-export const STREAMS = ['compute', 'comm-intra', 'comm-inter', 'host-copy'] as const;
+// Host copies have one stream per direction: PCIe / HCCS host links are full duplex, so a swap-out
+// (D2H, 'host-copy') and a prefetch (H2D, 'host-copy-in') run concurrently, each in order.
+export const STREAMS = ['compute', 'comm-intra', 'comm-inter', 'host-copy', 'host-copy-in'] as const;
 export type StreamName = (typeof STREAMS)[number];
 export type EventKind = 'compute' | 'memory' | 'comm' | 'copy' | 'idle-wait';
 
@@ -124,7 +126,7 @@ export class Timeline {
       const mine = this.events.filter((e) => e.device === d);
       const compute = mergeIntervals(mine.filter((e) => e.stream === 'compute'));
       const comm = mergeIntervals(mine.filter((e) => e.stream === 'comm-intra' || e.stream === 'comm-inter'));
-      const copies = mergeIntervals(mine.filter((e) => e.stream === 'host-copy'));
+      const copies = mergeIntervals(mine.filter((e) => e.stream === 'host-copy' || e.stream === 'host-copy-in'));
       const commLen = length(comm), exposed = uncoveredLength(comm, compute);
       return {
         device: d, compute: length(compute), comm: commLen, exposedComm: exposed,

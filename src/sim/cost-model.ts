@@ -64,6 +64,8 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // FP8 quantisation of GEMM inputs (counted in the forward, so ×3 over fwd + dgrad + wgrad covers the
   // activation casts of the forward and the gradient casts of the backward)
   const q8 = (elements: number) => fp8 ? mem(FP8_QUANT_BYTES * elements) : 0;
+  // per-kernel launch overhead, when counted (o.launchOverhead): `launch(n)` for n forward kernels
+  const launch = (kernels: number) => o.launchOverhead ? kernels * spec.efficiency.launchOverhead : 0;
 
   // --- tokens per rank -------------------------------------------------------------------------
   const T = (l.microBatch * l.seqLen) / l.cp;  // tokens per TP group
@@ -80,17 +82,19 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // unfused attention writes and re-reads scores, softmax and dropout mask: ~10 bytes per score
   const scores = o.flashAttention ? 0 : (l.microBatch * cfg.numHeads * l.seqLen * l.seqLen) / (l.tp * l.cp * l.cp);
   const attnCoreMem = mem(10 * scores);
-  const vDim = cfg.mla ? cfg.numHeads * cfg.mla.vHeadDim : cfg.numHeads * cfg.headDim;
-  const attnFwd = attnLin + attnCore + attnCoreMem + attnMem + q8(T * (h + vDim / l.tp));
+  const vDim = cfg.attention === 'mla' && cfg.mla ? cfg.numHeads * cfg.mla.vHeadDim : cfg.numHeads * cfg.headDim;
+  const attnFwd = attnLin + attnCore + attnCoreMem + attnMem + q8(T * (h + vDim / l.tp))
+    + launch((cfg.attention === 'mla' ? 5 : 2) + 1 + 1 + (o.flashAttention ? 0 : 1));
   const fd = cfg.denseIntermediateSize;
-  const denseFwd = gemm(T * f.denseMlp / l.tp, T, (3 * fd) / l.tp, h) + mem(normBytes + BETA * tl * 3 * fd) + q8(T * (h + fd / l.tp));
+  const denseFwd = gemm(T * f.denseMlp / l.tp, T, (3 * fd) / l.tp, h) + mem(normBytes + BETA * tl * 3 * fd) + q8(T * (h + fd / l.tp)) + launch(3);
   const E = moe.numExperts, k = moe.topk, fe = moe.expertHiddenSize;
   const copies = tl * k * rho;                                  // routed copies on the hottest rank
   const tokPerExpert = Math.max(1, (l.ep * tl * k) / E);
   const expertFwd = mc.hasMoE ? gemm(copies * f.expertPerCopy, tokPerExpert, 3 * fe, h)
     + gemm(T * f.sharedExpert / l.tp, T, (3 * fe * moe.numSharedExperts) / l.tp, h)
     + core(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe))
-    + q8(copies * (h + fe) + T * (h + fe * moe.numSharedExperts / l.tp)) : 0;
+    + q8(copies * (h + fe) + T * (h + fe * moe.numSharedExperts / l.tp))
+    + launch(2 + 1 + 1 + (moe.numSharedExperts > 0 ? 2 : 0)) : 0;
 
   // --- TP (sequence parallel): 2 all-gathers + 2 reduce-scatters of T·h per layer, each direction --
   const S = T * h * BETA;
@@ -132,6 +136,15 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
         maxIntraBytes: sent * (rpn - 1) / l.ep, maxInterBytes: sent * (l.ep - rpn) / l.ep, ranksPerNode: rpn, nodes,
       }, intra, inter);
     }
+    if (o.epMetadata) {
+      // tokens-per-expert all-gather (forward) and the routing probabilities' all-to-all (forward and
+      // backward, so half of it in each direction's epFwd): per routed copy one BETA-byte value
+      const probs = copies * BETA;
+      const probsA2A = twoTierAllToAllTime({
+        maxIntraBytes: probs * (rpn - 1) / l.ep, maxInterBytes: probs * (l.ep - rpn) / l.ep, ranksPerNode: rpn, nodes,
+      }, intra, inter);
+      epFwd += probsA2A + allGatherTime(l.ep * E * BETA, l.ep, nodes > 1 ? spec.interNode : spec.intraNode) / 2;
+    }
   }
 
   // --- CP ring attention: (cp−1) KV exchanges, overlapped with the core attention ---------------
@@ -158,7 +171,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
       recompute = attnFwd + mlpFwd + tpLayer / 2 + epRaw / 2 + Math.max(0, cpFwd - attnCore);
     } else if (mods) {
       if (rc('core-attn')) recompute += attnCore + attnCoreMem;
-      if (rc('mla-up-proj') && cfg.mla) {
+      if (rc('mla-up-proj') && cfg.attention === 'mla' && cfg.mla) {
         const mm = cfg.mla, dqk = mm.qkNopeHeadDim + mm.qkRopeHeadDim;
         const fl = 2 * T * ((mm.qLoraRank ?? h) * cfg.numHeads * dqk + mm.kvLoraRank * cfg.numHeads * (mm.qkNopeHeadDim + mm.vHeadDim)) / l.tp;
         recompute += gemm(fl, T, cfg.numHeads * dqk / l.tp, mm.qLoraRank ?? h);
@@ -188,7 +201,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
 
   // heaviest stage: padded layer count, or the last stage's layers plus the output head
   const n = mc.layers;
-  const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp)
+  const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp) + launch(2)
     + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
   const head = 3 * headFwd * (1 + cfg.numMtpLayers);
   const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap');
@@ -228,11 +241,15 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const dpLinkExp = l.tp * l.cp * l.dp <= dpn ? spec.intraNode : spec.interNode;
   const gb = 2; // bf16 grads / params on the wire
   let rs = 0, ag = 0;
+  // one collective per bucket: the bytes split evenly over `nb` buckets, each paying the latency term
+  const nbD = o.dpBuckets?.dense ?? 1, nbE = o.dpBuckets?.expert ?? 1;
+  const bucketed = (fn: (b: number, n: number, link: LinkSpec) => number, bytes: number, n: number, link: LinkSpec, nb: number) =>
+    nb <= 1 ? fn(bytes, n, link) : nb * fn(bytes / nb, n, link);
   if (o.distributedOptimizer) {
-    rs = reduceScatterTime(denseLocal * gb, dpDense, dpLinkDense) + reduceScatterTime(expertLocal * gb, edp, dpLinkExp);
-    ag = allGatherTime(denseLocal * gb, dpDense, dpLinkDense) + allGatherTime(expertLocal * gb, edp, dpLinkExp);
+    rs = bucketed(reduceScatterTime, denseLocal * gb, dpDense, dpLinkDense, nbD) + bucketed(reduceScatterTime, expertLocal * gb, edp, dpLinkExp, nbE);
+    ag = bucketed(allGatherTime, denseLocal * gb, dpDense, dpLinkDense, nbD) + bucketed(allGatherTime, expertLocal * gb, edp, dpLinkExp, nbE);
   } else {
-    rs = allReduceTime(denseLocal * gb, dpDense, dpLinkDense) + allReduceTime(expertLocal * gb, edp, dpLinkExp);
+    rs = bucketed(allReduceTime, denseLocal * gb, dpDense, dpLinkDense, nbD) + bucketed(allReduceTime, expertLocal * gb, edp, dpLinkExp, nbE);
   }
   const dpComm = o.dpOverlap
     ? Math.max(rs / pf(cnt), rs - Bmb - bubble / 2) + Math.max(ag / pf(cnt), ag - Fmb - bubble / 2)

@@ -75,6 +75,21 @@ export interface SimOptions {
   /** fused (flash) attention; false adds the memory-bound score/softmax/dropout traffic of b·a·s² */
   flashAttention: boolean;
   calibration: Calibration;
+  /**
+   * Count the device's per-kernel launch overhead (`spec.efficiency.launchOverhead`) for every kernel of the
+   * layer: attention projections (2 GQA, 5 MLA), core attention, the attention norm/residual pass, MLP or
+   * expert fc1 + fc2, router, shared expert fc1 + fc2, the MoE permute/activation pass, head GEMM + softmax;
+   * three kernels per forward op (forward, dgrad, wgrad). Default false: the fitted calibrations absorb it
+   * (docs/simulator-executed.md).
+   */
+  launchOverhead?: boolean;
+  /** gradient collectives per reduction group (Megatron DDP buckets); default one each (a single bucket) */
+  dpBuckets?: { dense: number; expert: number };
+  /**
+   * Count the all-to-all dispatcher's metadata collectives: the all-gather of tokens per expert over EP
+   * (forward) and the all-to-all of the routing probabilities (forward and backward). Default false.
+   */
+  epMetadata?: boolean;
 }
 
 export const DEFAULT_OPTIONS: SimOptions = {

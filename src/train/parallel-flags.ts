@@ -82,7 +82,10 @@ export function parseParallelFlags(raw: RawParallelFlags, cfg: ModelConfig | nul
     if (!(Number.isInteger(period) && period > 0)) p.push(`--placement-period must be a positive integer (got ${raw.placementPeriod})`);
     if (!(threshold >= 0)) p.push(`--placement-threshold must be >= 0 (got ${raw.placementThreshold})`);
     if (!(Number.isInteger(redundantSlots) && redundantSlots >= 0)) p.push(`--redundant-slots must be an integer >= 0 (got ${raw.redundantSlots})`);
-    else if (redundantSlots > 0) p.push('--redundant-slots > 0: replicated experts are planned (ultramoe place) but not executed in training yet; use 0');
+    else if (redundantSlots > 0) {
+      if (solver === 'greedy') p.push('--redundant-slots > 0 needs --placement-solver eplb or ours (greedy does not replicate)');
+      if (spec && cfg && (cfg.moe.numExperts + redundantSlots) % spec.ep !== 0) p.push(`--redundant-slots: numExperts + R = ${cfg.moe.numExperts + redundantSlots} must be divisible by ep=${spec.ep}`);
+    }
     if (spec && spec.ep < 2) p.push('--placement dynamic needs ep >= 2');
     if (dispatcher === 'allgather') p.push('--placement dynamic needs an all-to-all dispatcher (alltoall or hierarchical)');
     if (dopt) p.push('--placement dynamic cannot migrate sharded optimizer state: drop --distributed-optimizer');

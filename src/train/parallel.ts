@@ -18,7 +18,8 @@ import { EPMoE } from '../parallel/ep/ep-moe.ts';
 import { uniqueGroups } from '../parallel/dp/grad-sync.ts';
 import { PlacementController } from '../parallel/placement/controller.ts';
 import { migrateLayer, type MigrationReport } from '../parallel/placement/executor.ts';
-import { balance, type SolverName } from '../parallel/placement/types.ts';
+import { balance, layerFromSlots, type SolverName } from '../parallel/placement/types.ts';
+import { expandBanks, replicaNormExcess, sumReplicaGrads } from '../parallel/placement/replica-banks.ts';
 import { MoELayer } from '../model/moe/moe-layer.ts';
 import { AdamW, type AdamWConfig } from './optimizer.ts';
 import type { ParallelFlags } from './parallel-flags.ts';
@@ -53,24 +54,42 @@ export class ParallelEngine {
       distributedOptimizer: flags.distributedOptimizer, globalBatch, seqLen, microBatches,
     });
     this.pm = model; this.cluster = cluster;
-    if (flags.distributedOptimizer) this.dopt = new DistributedAdamW(model, adamw);
-    else model.params.forEach((p) => this.opts.push(new AdamW(p, adamw)));
     this.moeBlocks = host.blocks.flatMap((b, l) => (b.moe ? [l] : []));
     if (flags.placement) {
       const controller = new PlacementController({
-        spec: { numExperts: cfg.moe.numExperts, numReplicas: cfg.moe.numExperts, numDevices: model.layout.ep, numNodes: 1, numGroups: 1 },
+        spec: { numExperts: cfg.moe.numExperts, numReplicas: cfg.moe.numExperts + flags.placement.redundantSlots, numDevices: model.layout.ep, numNodes: 1, numGroups: 1 },
         numLayers: this.moeBlocks.length, solver: flags.placement.solver, period: flags.placement.period, threshold: flags.placement.threshold,
       });
       this.placement = { solver: flags.placement.solver, period: flags.placement.period, controller, migrations: [] };
-      this.moeBlocks.forEach((l, i) => (model.moe as EPMoE).placements.set(l, controller.placement[i]));
+      this.moeBlocks.forEach((l, i) => {
+        // redundant slots: banks of R/P slots under the controller's initial (static) slot table
+        if (flags.placement!.redundantSlots > 0) expandBanks(model, l, controller.placement[i].physicalToLogical);
+        (model.moe as EPMoE).placements.set(l, controller.placement[i]);
+      });
     }
+    if (flags.distributedOptimizer) this.dopt = new DistributedAdamW(model, adamw);
+    else model.params.forEach((p, r) => {
+      this.opts.push(new AdamW(p, adamw));
+      const dev = cluster.device(r);   // fp32 moments m and v
+      for (const [name, v] of p.vars) dev.hbm.alloc('optimizer', `adam ${name}`, 2 * v.size * 4);
+    });
   }
 
   /** One optimizer step over the global batch [globalBatch·seqLen] (M micro-batches per DP rank). */
   step(tokens: Int32Array, targets: Int32Array, globalBatch: number, seqLen: number, M: number, lr: number, gradClip: number, step: number): ParallelStepResult {
     const pm = this.pm, t0 = this.cluster.timeline.makespan;
     const r = pm.forwardBackward(tokens, targets, globalBatch, seqLen, { microBatches: M });
-    const gradNorm = this.dopt ? this.unsyncedGradNorm() : pm.globalGradNorm();
+    let gradNorm: number;
+    if (this.replicated()) {
+      // replicas: sum their gradients, count each logical expert once in the norm
+      let excess = 0;
+      for (const l of this.moeBlocks) {
+        const slots = (pm.moe as EPMoE).placements.get(l)!.physicalToLogical;
+        sumReplicaGrads(pm, l, slots);
+        excess += replicaNormExcess(pm, l, slots);
+      }
+      gradNorm = Math.sqrt(Math.max(0, pm.globalGradNorm() ** 2 - excess));
+    } else gradNorm = this.dopt ? this.unsyncedGradNorm() : pm.globalGradNorm();
     const clip = gradClip > 0 && gradNorm > gradClip ? gradClip / (gradNorm + 1e-6) : 1;
     if (this.dopt) { if (clip !== 1) this.scaleGrads(clip); this.dopt.step(lr); }
     else this.opts.forEach((o, rank) => o.step(pm.grads[rank], lr, clip));
@@ -86,6 +105,8 @@ export class ParallelEngine {
     return { loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, gradNorm, routerStats, simSeconds: this.cluster.timeline.makespan - t0, moeSeconds, deviceMaxOverMean };
   }
 
+  private replicated(): boolean { return (this.placement?.controller.spec.numReplicas ?? 0) > this.cfg.moe.numExperts; }
+
   /** Expert compute time of the slowest EP rank per layer (fwd 3 + bwd 6 GEMMs of [rows, F, H]) under the placement in force. */
   private expertTime(perLayer: Float64Array[]): { moeSeconds: number; deviceMaxOverMean: number[] } {
     const ep = this.pm.layout.ep, edp = this.pm.layout.world / ep, E = this.cfg.moe.numExperts, H = this.cfg.hiddenSize, F = this.cfg.moe.expertHiddenSize;
@@ -93,8 +114,9 @@ export class ParallelEngine {
     let moeSeconds = 0;
     const deviceMaxOverMean = perLayer.map((tpe, i) => {
       const slots = (this.pm.moe as EPMoE).placements?.get(this.moeBlocks[i])?.physicalToLogical ?? Array.from({ length: E }, (_, e) => e);
-      const rows = new Array<number>(ep).fill(0);
-      slots.forEach((e, p) => { rows[Math.floor(p / (E / ep))] += tpe[e] / edp; });
+      const rows = new Array<number>(ep).fill(0), count = new Array<number>(E).fill(0);
+      slots.forEach((e) => { count[e]++; });
+      slots.forEach((e, p) => { rows[Math.floor(p / (slots.length / ep))] += tpe[e] / count[e] / edp; });
       const max = Math.max(...rows);
       moeSeconds += dev.costOf({ gemm: [Math.round(max), 9 * F, H] });
       return balance(rows).maxOverMean;
@@ -118,15 +140,16 @@ export class ParallelEngine {
     }
   }
 
-  /** Force a re-placement of MoE layer i (tests, examples): slots of `physicalToLogical` (R = N). */
+  /** Force a re-placement of MoE layer i (tests, examples) to the slot table `physicalToLogical` (same R). */
   forcePlacement(i: number, physicalToLogical: number[], step = 0): MigrationReport {
-    const moe = this.pm.moe as EPMoE, l = this.moeBlocks[i], E = this.cfg.moe.numExperts;
+    const moe = this.pm.moe as EPMoE, l = this.moeBlocks[i], E = this.cfg.moe.numExperts, ep = this.pm.layout.ep;
     const prev = moe.placements.get(l)?.physicalToLogical ?? Array.from({ length: E }, (_, e) => e);
+    if (physicalToLogical.length !== prev.length) throw new Error(`forcePlacement: ${physicalToLogical.length} slots, the layer has ${prev.length}`);
     const holder = new Map(prev.map((e, p) => [e, p]));
-    const moves = physicalToLogical.flatMap((to, slot) => (prev[slot] === to ? [] : [{ slot, device: Math.floor(slot / (E / this.pm.layout.ep)), from: prev[slot], to, source: holder.get(to)! }]));
+    const moves = physicalToLogical.flatMap((to, slot) => (prev[slot] === to ? [] : [{ slot, device: Math.floor(slot / (prev.length / ep)), from: prev[slot], to, source: holder.get(to)! }]));
     const rep = migrateLayer(this.pm, l, prev, physicalToLogical, moves,
       (rank, name) => [this.pm.params[rank].vars.get(name)!, this.opts[rank].m.get(name)!, this.opts[rank].v.get(name)!]);
-    moe.placements.set(l, { physicalToLogical, logicalCount: new Array<number>(E).fill(1), logicalToPhysical: Array.from({ length: E }, (_, e) => [physicalToLogical.indexOf(e)]) });
+    moe.placements.set(l, layerFromSlots(physicalToLogical, E, ep, new Array<number>(E).fill(0)));
     this.placement?.migrations.push({ ...rep, step });
     return rep;
   }
@@ -171,7 +194,7 @@ export class ParallelEngine {
       return tf.tidy(() => {
         const full = tf.concat(pm.groups.ep[0].ranks.map(get), 0);
         if (!slots) return full;
-        const slotOf = new Array<number>(slots.length);
+        const slotOf = new Array<number>(shape[0]);   // logical expert → a slot holding it (replicas are identical)
         slots.forEach((e, p) => { slotOf[e] = p; });
         return tf.gather(full, slotOf);
       });
@@ -190,23 +213,38 @@ export class ParallelEngine {
     for (const [name, v] of this.host.params.vars) {
       const full = this.gather(name, v.shape, (r) => this.pm.params[r].get(name));
       v.assign(full); full.dispose();
-      if (opt && !this.dopt) for (const k of ['m', 'v'] as const) {
-        const fm = this.gather(name, v.shape, (r) => this.opts[r][k].get(name)!);
+      if (opt) for (const k of ['m', 'v'] as const) {
+        const fm = this.gather(name, v.shape, (r) => (this.dopt ? this.dShardLocal(name, r, k) : this.opts[r][k].get(name)!));
         opt[k].get(name)!.assign(fm); fm.dispose();
       }
     }
-    if (opt && !this.dopt) opt.t = this.opts[0].t;
+    if (opt) opt.t = this.dopt ? this.dopt.t : this.opts[0].t;
     const src = moeLayersOf(this.pm.replicas[0]), dst = moeLayersOf(this.host);
     src.forEach((s, i) => { dst[i].expertBias = Float32Array.from(s.expertBias); });
   }
 
+  /**
+   * DistributedAdamW keeps, per (param, rank), moment `k` of the rank's 1/n slice of the flattened,
+   * zero-padded local parameter (n = its gradient group). Rank r's whole local moment = the group's
+   * slices concatenated, cut to numel. (Reads DistributedAdamW's private `shards`; a public accessor
+   * there would be cleaner.) The caller (gather, in a tidy) disposes the result.
+   */
+  private dShardLocal(name: string, rank: number, k: 'm' | 'v'): tf.Tensor {
+    const shards = (this.dopt as unknown as { shards: Map<string, { m: tf.Variable; v: tf.Variable }> }).shards;
+    const g = this.pm.gradGroup(name, rank), local = this.pm.params[rank].get(name);
+    return tf.tidy(() => tf.reshape(tf.slice(tf.concat(g.ranks.map((r) => shards.get(`${name}@${r}`)![k]), 0), [0], [local.size]), local.shape));
+  }
+
   /** Load the host model (and AdamW state) into every rank: resume a checkpoint in parallel. */
   scatterFromHost(opt: AdamW): void {
-    if (this.dopt) throw new Error('--resume with --distributed-optimizer is not supported (sharded optimizer state cannot be restored)');
-    if (this.placement) for (const l of this.moeBlocks) if ((this.pm.moe as EPMoE).placements.get(l)!.physicalToLogical.some((e, p) => e !== p)) throw new Error('scatterFromHost: placement must be the identity');
+    if (this.dopt) throw new Error('--resume with --distributed-optimizer is not supported (restoring sharded optimizer state is not implemented)');
+    const placements = (this.pm.moe as EPMoE).placements;
     this.pm.params.forEach((ps, r) => {
       for (const [name, v] of ps.vars) {
-        const set = (dst: tf.Variable, full: tf.Tensor) => tf.tidy(() => dst.assign(tf.tensor(localShard(this.pm, name, r, full), dst.shape)));
+        const l = /^layers\.(\d+)\./.exec(name)?.[1], slots = l !== undefined && this.pm.expertParams.has(name) ? placements.get(Number(l))?.physicalToLogical : undefined;
+        const epRank = this.pm.groups.ep.find((g) => g.ranks.includes(r))!.ranks.indexOf(r), S = v.shape[0];
+        const set = (dst: tf.Variable, full: tf.Tensor) => tf.tidy(() => dst.assign(slots ? tf.gather(full, slots.slice(epRank * S, (epRank + 1) * S))
+          : tf.tensor(localShard(this.pm, name, r, full), dst.shape)));
         set(v, this.host.params.get(name));
         set(this.opts[r].m.get(name)!, opt.m.get(name)!);
         set(this.opts[r].v.get(name)!, opt.v.get(name)!);

@@ -1,7 +1,7 @@
 // A whole training run as the CLI and examples use it: validate everything up front, build (or
 // resume) dataset, model and trainer, train with progress output, checkpoint, write metrics and
 // report.html, and return a summary.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { initBackend, type BackendName } from '../backend/tf.ts';
@@ -15,6 +15,11 @@ import { createModel, flopsPerToken } from './model.ts';
 import { writeReport } from './report.ts';
 import { parseTokenizerSpec } from './tokenizer.ts';
 import { Trainer, defaultTrainConfig, type TrainConfig } from './trainer.ts';
+import { ParallelEngine } from './parallel.ts';
+import { parseParallelFlags, type RawParallelFlags } from './parallel-flags.ts';
+import { parallelSummary, parallelTables, type ParallelRunSummary } from './parallel-report.ts';
+import { loadTraceJSON } from './load-trace.ts';
+import type { MoEGPT } from '../model/gpt.ts';
 
 export interface RunOptions {
   preset: string;
@@ -29,6 +34,10 @@ export interface RunOptions {
   progress: 'bar' | 'lines' | 'none';
   /** Flags given explicitly (on resume they must agree with the checkpoint, or are allowed to change it). */
   explicit: Set<string>;
+  /** --parallel and friends (parallel-flags.ts); absent = single device */
+  parallel?: RawParallelFlags;
+  /** --trace-loads FILE: write the run's tokens per expert per layer per step as an expert-load trace */
+  traceLoads?: string | null;
 }
 
 /** Every problem with the options, before any work (empty when valid). */
@@ -56,6 +65,9 @@ export function validateRun(o: RunOptions): string[] {
     p.push(...validateConfig(cfg).map((x) => `model: ${x}`));
     if (t.seqLen > cfg.maxSeqLen) p.push(`--seq ${t.seqLen} exceeds the model's maxSeqLen ${cfg.maxSeqLen}`);
   }
+  const par = parseParallelFlags(o.parallel ?? {}, typeof cfg === 'string' ? null : cfg, t.batch, t.seqLen, t.microBatches);
+  p.push(...par.problems);
+  if (o.resume && par.flags?.distributedOptimizer) p.push('--resume with --distributed-optimizer: the sharded optimizer state cannot be restored (resume without it)');
   return p;
 }
 
@@ -79,6 +91,12 @@ export interface RunSummary {
   localMfu: number;
   expertLoadMaxOverMean: number;
   exactMatch: number | null;
+  /** parallel runs: the simulated cluster (memory, communication, timeline, placement) */
+  parallel?: ParallelRunSummary;
+  perDevicePeakMemoryBytes?: number[];
+  commBytes?: ParallelRunSummary['commBytes'];
+  simulatedStepSeconds?: number;
+  loadTrace?: string;
   params: number;
   activatedParams: number;
   flopsPerToken: number;
@@ -121,13 +139,18 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   const model = createModel(cfg, o.train.seed);
   const peak = machinePeak();
   const fpt = flopsPerToken(cfg, o.train.seqLen);
-  const trainer = new Trainer(model, ds, o.train, fpt, peak.flops, cfg.moe.topk);
+  const par = parseParallelFlags(o.parallel ?? {}, cfg, o.train.batch, o.train.seqLen, o.train.microBatches);
+  if (par.problems.length) throw new Error(`--parallel:\n  - ${par.problems.join('\n  - ')}`);
+  const engine = par.flags ? new ParallelEngine(cfg, par.flags, o.train.batch * o.train.microBatches, o.train.seqLen, o.train.microBatches, o.train.seed, o.train.adamw, model as MoEGPT) : null;
+  const trainer = new Trainer(model, ds, o.train, fpt, peak.flops, cfg.moe.topk, engine, Boolean(o.traceLoads));
   if (ck) { applyCheckpoint(ck, trainer, cfg); log(`resumed from ${ck.dir} at step ${trainer.step}`); }
   const counts = countParams(cfg);
-  const run: RunSpec = { preset: o.preset, data: o.data, tokenizer: o.tokenizer, backend: o.backend, model: 'moe' };
+  const run: RunSpec = { preset: o.preset, data: o.data, tokenizer: o.tokenizer, backend: o.backend, model: 'moe', ...(par.flags ? { parallel: par.flags.layout } : {}) };
   const ckDir = join(outDir, 'checkpoint');
   log(`training ${cfg.name} (${(counts.total / 1e6).toFixed(2)}M params, ${(counts.activated / 1e6).toFixed(2)}M activated) on ${o.data} ` +
-    `[${ds.tokenizer.kind}, vocab ${ds.tokenizer.vocabSize}], ${o.train.steps} steps × ${o.train.microBatches}×${o.train.batch}×${o.train.seqLen} tokens, backend ${o.backend}, out ${outDir}`);
+    `[${ds.tokenizer.kind}, vocab ${ds.tokenizer.vocabSize}], ${o.train.steps} steps × ${o.train.microBatches}×${o.train.batch}×${o.train.seqLen} tokens, backend ${o.backend}, out ${outDir}` +
+    (par.flags ? `\n  parallel ${par.flags.layout} (world ${engine!.pm.layout.world}) on simulated ${par.flags.device}, dispatcher ${par.flags.dispatcher}` +
+      `${par.flags.distributedOptimizer ? ', distributed optimizer' : ''}${par.flags.placement ? `, dynamic placement ${par.flags.placement.solver} every ${par.flags.placement.period} steps` : ''}` : ''));
 
   const bar = o.progress === 'bar'
     ? new cliProgress.SingleBar({ format: 'train |{bar}| {value}/{total} | loss {loss} | val {val} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic)
@@ -153,6 +176,12 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   const rows = trainer.rows;
   const exact = ds.valProblems ? arithExactMatch(model, ds.tokenizer, ds.valProblems.slice(0, 500), Math.min(cfg.maxSeqLen, o.train.seqLen)) : null;
   const steady = rows.slice(1); // the first step includes kernel warm-up
+  const ps = engine ? parallelSummary(engine, rows) : undefined;
+  if (engine && par.flags?.trace) { mkdirSync(dirname(resolve(par.flags.trace)), { recursive: true }); writeFileSync(par.flags.trace, JSON.stringify(engine.cluster.trace())); }
+  if (o.traceLoads && trainer.loadTrace) {
+    mkdirSync(dirname(resolve(o.traceLoads)), { recursive: true });
+    writeFileSync(o.traceLoads, JSON.stringify(loadTraceJSON(trainer.loadTrace, cfg, o.train, { run: outDir, preset: o.preset, data: o.data, parallel: par.flags?.layout ?? null })));
+  }
   const summary: RunSummary = {
     steps: trainer.step,
     lossStart: rows[0]?.lmLoss ?? NaN,
@@ -164,15 +193,22 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
     localMfu: mean((steady.length ? steady : rows).map((r) => r.localMfu)),
     expertLoadMaxOverMean: mean(rows.slice(-10).map((r) => r.expertLoadMaxOverMean)),
     exactMatch: exact ? exact.accuracy : null,
+    ...(ps ? { perDevicePeakMemoryBytes: ps.perDevicePeakMemoryBytes, commBytes: ps.commBytes, simulatedStepSeconds: ps.simulatedStepSeconds, parallel: ps } : {}),
+    ...(o.traceLoads ? { loadTrace: resolve(o.traceLoads) } : {}),
     params: counts.total, activatedParams: counts.activated, flopsPerToken: fpt, peakGflops: peak.flops / 1e9,
     seconds: (performance.now() - t0) / 1000,
     outDir, report: join(outDir, 'report.html'), checkpoint: ckDir, metricsCsv: join(outDir, 'metrics.csv'),
   };
   saveMetrics(rows, summary.metricsCsv, join(outDir, 'metrics.json'));
-  await writeReport(summary.report, { title: `ultramoe ${cfg.name} on ${o.data}`, rows, loads: trainer.loads, summary: { ...summary, peak } });
+  const { parallel: _p, perDevicePeakMemoryBytes: _m, commBytes: _c, ...flatSummary } = summary;
+  await writeReport(summary.report, {
+    title: `ultramoe ${cfg.name} on ${o.data}${par.flags ? ` (${par.flags.layout}, simulated ${par.flags.device})` : ''}`, rows, loads: trainer.loads,
+    summary: { ...flatSummary, peak, ...(ps ? { commBytesTotal: ps.commBytes.total, commBytesByKind: ps.commBytes.byKind, placement: ps.placement } : {}) },
+    tables: ps && engine ? parallelTables(ps, engine) : [],
+  });
   if (exact) log(`arithmetic exact match on ${exact.total} held-out problems: ${(100 * exact.accuracy).toFixed(1)}%  e.g. ` +
     exact.examples.slice(0, 3).map((e) => `${e.prompt}${e.got}${e.got === e.want ? '' : ` (want ${e.want})`}`).join('  '));
-  trainer.dispose(); model.dispose();
+  trainer.dispose(); engine?.dispose(); model.dispose();
   return summary;
 }
 

@@ -11,7 +11,13 @@ export const summary = 'train a model locally (metrics, checkpoints, report.html
 const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|node] [--seed N]
     [--data text|arith[:add|mul|addmul][:DIGITS]|<file>] [--tokenizer byte|bpe[:N]]
     [--batch N] [--seq N] [--micro-batches M] [--lr X] [--min-lr X] [--warmup N] [--clip X] [--weight-decay X]
-    [--eval-every N] [--eval-batches N] [--checkpoint-every N] [--override JSON] [--out DIR] [--resume DIR] [--json]`;
+    [--eval-every N] [--eval-batches N] [--checkpoint-every N] [--override JSON] [--out DIR] [--resume DIR] [--json]
+    [--trace-loads FILE]                                  expert-load trace (bench/traces format)
+  parallel training on simulated devices (docs/training.md):
+    [--parallel tp=2,ep=4,dp=2] [--device ascend-910b|FILE.json] [--device-memory 64MiB]
+    [--dispatcher alltoall|hierarchical|allgather] [--distributed-optimizer] [--trace FILE.json]
+    [--placement static|dynamic] [--placement-solver greedy|eplb|ours] [--placement-period N]
+    [--placement-threshold X] [--redundant-slots R]`;
 
 const options = {
   preset: { type: 'string', default: 'tiny' },
@@ -35,6 +41,18 @@ const options = {
   out: { type: 'string' },
   resume: { type: 'string' },
   json: { type: 'boolean', default: false },
+  'trace-loads': { type: 'string' },
+  parallel: { type: 'string' },
+  device: { type: 'string' },
+  'device-memory': { type: 'string' },
+  dispatcher: { type: 'string' },
+  'distributed-optimizer': { type: 'boolean' },
+  trace: { type: 'string' },
+  placement: { type: 'string' },
+  'placement-solver': { type: 'string' },
+  'placement-period': { type: 'string' },
+  'placement-threshold': { type: 'string' },
+  'redundant-slots': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -58,6 +76,12 @@ export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptio
     }),
     out: v.out ?? null, resume: v.resume ?? null, checkpointEvery: num('checkpoint-every', v['checkpoint-every']),
     progress: v.json ? 'none' : isTty ? 'bar' : 'lines', explicit,
+    traceLoads: v['trace-loads'] ?? null,
+    parallel: {
+      parallel: v.parallel, device: v.device, deviceMemory: v['device-memory'], dispatcher: v.dispatcher, distributedOptimizer: v['distributed-optimizer'],
+      trace: v.trace, placement: v.placement, placementSolver: v['placement-solver'], placementPeriod: v['placement-period'],
+      placementThreshold: v['placement-threshold'], redundantSlots: v['redundant-slots'],
+    },
   };
   problems.push(...validateRun(opts));
   return { opts, problems, json: v.json, help: v.help };
@@ -84,6 +108,13 @@ export async function run(argv: string[]): Promise<number> {
     `report: ${s.report}`,
     `checkpoint: ${s.checkpoint}`,
   ];
+  if (s.parallel) {
+    const p = s.parallel, MiB = (b: number) => (b / 2 ** 20).toFixed(1);
+    lines.push(`simulated ${p.layout} on ${p.device}: ${p.simulatedStepSeconds.toPrecision(3)} s/step, peak HBM per device ${MiB(Math.min(...p.perDevicePeakMemoryBytes))}–${MiB(Math.max(...p.perDevicePeakMemoryBytes))} MiB, ` +
+      `comm ${MiB(p.commBytes.total)} MiB (${Object.entries(p.commBytes.byKind).map(([k, b]) => `${k} ${MiB(b)}`).join(', ')})`);
+    if (p.placement) lines.push(`placement ${p.placement.solver}: ${p.placement.migrations} re-placements, ${p.placement.migratedSlots} slots, ${MiB(p.placement.migratedBytes)} MiB migrated; ` +
+      `simulated expert time ${p.placement.moeSecondsBefore.toPrecision(3)} → ${p.placement.moeSecondsAfter.toPrecision(3)} s/step, EP load max/mean ${p.placement.deviceLoadMaxOverMeanBefore.toFixed(2)} → ${p.placement.deviceLoadMaxOverMeanAfter.toFixed(2)}`);
+  }
   for (const l of lines) log(l);
   if (parsed.json) console.log(JSON.stringify(s));
   return 0;

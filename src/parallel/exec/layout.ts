@@ -14,6 +14,9 @@ export interface ExecLayout {
   layerFlops: Map<number, number>;
   costs: ChunkCosts;
   recomputeFlops: (layer: number, name: string) => number;
+  /** Saved bytes per micro-batch outside the layers: embedding record (first stage), head + MTP records (last stage). */
+  preBytes: number;
+  postBytes: number;
 }
 
 /** Record name of a descriptor name. */
@@ -39,5 +42,10 @@ export function execLayout(cfg: ModelConfig, batch: number, seqLen: number, opts
     mtpFlops: lastFlops + 2 * T * 2 * H * H + headFlops, // block + projection + head
     chargeEmbeddingHead: opts.chargeEmbeddingHead ?? true,
   };
-  return { descs, layerFlops: lay.forwardFlops, costs, recomputeFlops: (l, n) => flopsOf.get(`${l}/${n}`) ?? 0 };
+  // embedding: the token ids (int32); head: finalNorm.x/.rstd, head.x, ce.probs. An MTP depth saves about
+  // a block, its projection input and a head (approximate: MTP records are not itemised here).
+  const headBytes = T * (2 * H + 1 + V) * 4;
+  const lastBytes = descs.filter((d) => d.layer === cfg.numLayers - 1).reduce((a, d) => a + d.bytes, 0);
+  const postBytes = headBytes + cfg.numMtpLayers * (lastBytes + 2 * T * H * 4 + headBytes);
+  return { descs, layerFlops: lay.forwardFlops, costs, recomputeFlops: (l, n) => flopsOf.get(`${l}/${n}`) ?? 0, preBytes: T * 4, postBytes };
 }

@@ -2,7 +2,8 @@
 // each layer, and charges what it does to a simulated device.
 //
 //   after layer l's forward:   drop(name) for 'recompute' entries (their recipes stay on the record),
-//                              toHost(name) for 'swap' entries (D2H on the host-copy stream)
+//                              toHost(name) for 'swap' entries (D2H on the host-copy stream; H2D
+//                              prefetches use host-copy-in: the host link is full duplex)
 //   before layer l's backward: recompute the dropped entries at once (one compute op, Megatron's
 //                              "recompute just before backward"), reload l's swapped entries if no
 //                              prefetch did, and prefetch layer l−1's (H2D overlapping l's backward)
@@ -16,6 +17,7 @@ import type { SavedActivations } from '../../model/saved.ts';
 import type { MemoryPlan } from '../memory/policy.ts';
 import type { SavedLedger } from './saved-ledger.ts';
 import { fallbackRecipe } from './recipes.ts';
+import { forwardPhase, RELEASE_ON } from '../memory/lifecycle.ts';
 
 export type LayerMode = 'none' | 'full' | 'full-inner';
 
@@ -45,35 +47,8 @@ const consumed = (_r: SavedActivations, name: string): never => {
   throw new Error(`saved activation '${name}' was freed after its backward use and asked for again`);
 };
 
-/**
- * Position of a saved name in the block's forward: attnNorm → attention → attnPostNorm → mlpNorm →
- * FFN (dense or MoE, unprefixed MoE names) → mlpPostNorm. Once the forward saves an entry of phase k,
- * the modules of phases < k have returned, and none of their saved tensors is used by the forward
- * again (each module's output is a fresh tensor; the block calls setRestorer before the next module).
- */
-export function forwardPhase(name: string): number {
-  if (/^attnNorm\./.test(name)) return 0;
-  if (/^(mla|attn)\./.test(name)) return 1;
-  if (/^attnPostNorm\./.test(name)) return 2;
-  if (/^mlpNorm\./.test(name)) return 3;
-  if (/^mlpPostNorm\./.test(name)) return 5;
-  return 4;
-}
-
-/**
- * Inside one sub-module: entry → the saved name after which the module's forward no longer reads it
- * (from the forward code of attention-mla.ts, moe/experts.ts, moe/shared-expert.ts, moe/router.ts).
- * E.g. the experts read permutedTokens for fc1 and fc3 only, so it can go once fc3Out is saved.
- * Entries not listed wait for the end of their phase. (Hook for the model owners: a per-module
- * `lastForwardUse` table next to `savedNames` would keep this next to the code it describes.)
- */
-const RELEASE_ON: Record<string, string> = {
-  'mla.x': 'mla.q', 'mla.qANorm.x': 'mla.qLatent', 'mla.qANorm.rstd': 'mla.qLatent', 'mla.qLatent': 'mla.q',
-  'mla.kvANorm.x': 'mla.kvLatent', 'mla.kvANorm.rstd': 'mla.kvLatent', 'mla.kvLatent': 'mla.kvUp',
-  'mla.kvUp': 'mla.probs', 'mla.kRope': 'mla.probs', 'mla.q': 'mla.probs', 'mla.probs': 'mla.ctx',
-  routerJitter: 'permutedTokens', permutedTokens: 'fc3Out', fc1Out: 'act', fc3Out: 'act',
-  act: 'sharedFc1Out', permutedProbs: 'sharedFc1Out', sharedFc1Out: 'sharedAct', sharedFc3Out: 'sharedAct',
-};
+// forwardPhase / RELEASE_ON: the release points, shared with the planner's lifecycle replay.
+export { forwardPhase, RELEASE_ON };
 
 export interface MemoryExecutorOptions {
   /** FLOPs to rebuild entry `name` of layer `layer` (from the descriptors). */
@@ -90,8 +65,12 @@ export class MemoryExecutor {
   /** Names the plan wanted recomputed but that have no recipe (kept resident). */
   readonly unrecomputable = new Set<string>();
 
+  /** Layers whose swapped tensors are reloaded when a layer's backward starts (plan.prefetchAhead). */
+  readonly prefetchAhead: number;
+
   constructor(plan: MemoryPlan | null, readonly ledger: SavedLedger, readonly device: SimDevice | null, readonly opts: MemoryExecutorOptions = {}) {
     this.actions = layerActions(plan);
+    this.prefetchAhead = plan?.prefetchAhead ?? 1;
   }
 
   mode(layer: number): LayerMode { return this.actions.get(layer)?.mode ?? 'none'; }
@@ -158,8 +137,12 @@ export class MemoryExecutor {
     }
   }
 
-  /** Reload `rec`'s swapped entries now (a prefetch); returns the H2D events (idempotent). */
-  prefetch(rec: SavedActivations): SimEvent[] {
+  /**
+   * Reload `rec`'s swapped entries now (a prefetch); returns the H2D events (idempotent). The copies
+   * run on the H2D stream (`host-copy-in`; the link is full duplex), after their D2H and after
+   * `after` (the compute that reached the point where the prefetch is issued).
+   */
+  prefetch(rec: SavedActivations, after: readonly SimEvent[] = []): SimEvent[] {
     if (this.swapInEvents.has(rec)) return this.swapInEvents.get(rec)!;
     const evs: SimEvent[] = [];
     for (const info of rec.list()) {
@@ -168,8 +151,8 @@ export class MemoryExecutor {
       const out = this.swapOutEvents.get(rec)?.get(info.name);
       const bytes = this.ledger.bytesOf(info);
       if (this.device) evs.push(this.device.timeline.schedule({
-        device: this.device.rank, stream: 'host-copy', name: `swap-in ${rec.owner}:${info.name}`, kind: 'copy',
-        duration: hostCopyTime(bytes, this.device.spec), after: out ? [out] : [], args: { bytes },
+        device: this.device.rank, stream: 'host-copy-in', name: `swap-in ${rec.owner}:${info.name}`, kind: 'copy',
+        duration: hostCopyTime(bytes, this.device.spec), after: out ? [out, ...after] : [...after], args: { bytes },
       }));
     }
     this.swapInEvents.set(rec, evs);

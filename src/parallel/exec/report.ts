@@ -52,7 +52,7 @@ export async function ganttSvg(cluster: Cluster, ranks: number[], title = 'pipel
     : n.startsWith('swap') ? 'swap' : n.startsWith('sendRecv') ? 'p2p' : 'other');
   const mbOf = (n: string) => /mb(\d+)/.exec(n)?.[1] ?? '';
   const values = cluster.timeline.events.filter((e) => ranks.includes(e.device) && e.end > e.start).map((e) => ({
-    row: `rank ${ranks.indexOf(e.device)} ${e.stream === 'compute' ? 'compute' : e.stream === 'host-copy' ? 'swap' : 'p2p'}`,
+    row: `rank ${ranks.indexOf(e.device)} ${e.stream === 'compute' ? 'compute' : e.stream === 'host-copy' ? 'swap-out' : e.stream === 'host-copy-in' ? 'swap-in' : 'p2p'}`,
     start: e.start * 1e6, end: e.end * 1e6, kind: kindOf(e.name), mb: mbOf(e.name), name: e.name,
   }));
   const spec: vl.TopLevelSpec = {

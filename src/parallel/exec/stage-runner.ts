@@ -165,7 +165,7 @@ export class ChunkRunner {
     let d: tf.Tensor;
     // start bringing back the last layer's swapped tensors while the head's backward runs
     const lastRec = st.layers[st.layers.length - 1];
-    if (lastRec) this.mem.prefetch(lastRec);
+    if (lastRec) this.mem.prefetch(lastRec, after);
     if (this.isLast) {
       const D = this.model.mtp.length, s = ctx.lossScale;
       let dh: tf.Tensor | null = null;
@@ -187,7 +187,8 @@ export class ChunkRunner {
       const group = this.groupOf(l);
       if (group && group[1] === l) this.replay(m, st, group, deps, step);
       const rec = st.layers[i]!;
-      const swapIns = this.mem.prefetch(rec);
+      const start = deps; // the layer's backward work starts here: prefetches are issued now
+      const swapIns = this.mem.prefetch(rec, start);
       const rflops = group ? 0 : this.mem.recompute(l, rec);
       if (rflops > 0 && this.device) {
         // at the layer's FLOP rate without a launch of its own: a layer pass is charged as one op (one
@@ -196,8 +197,9 @@ export class ChunkRunner {
         const secs = f > 0 ? (rflops * (this.device.costOf({ flops: f }) - launch)) / f : this.device.costOf({ flops: rflops });
         step(this.device.charge(`R mb${m} L${l}`, { seconds: secs }, { after: deps }));
       }
-      // prefetch the next layer in backward order while this one runs
-      if (l - 1 >= this.start && st.layers[i - 1]) this.mem.prefetch(st.layers[i - 1]!);
+      // prefetch the next layers in backward order (plan.prefetchAhead, default 1) while this one runs
+      for (let j = 1; j <= this.mem.prefetchAhead && l - j >= this.start; j++)
+        if (st.layers[i - j]) this.mem.prefetch(st.layers[i - j]!, start);
       const dn = this.model.layerBackward(l, l + 1, d, [rec], grads, ctx); // disposes rec
       this.mem.forget(rec);
       d.dispose();

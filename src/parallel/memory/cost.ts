@@ -1,23 +1,24 @@
 // What a memory plan costs: peak activation bytes on the device and time added per micro-batch.
 //
-// Peak (1F1B rank holding `inFlight` micro-batches): the other n−1 micro-batches hold their kept
-// bytes K; the one in backward walks its groups g = (layer, module) in reverse forward order, and
-// before g's backward holds the kept bytes of groups ≤ g, plus g's tensors rebuilt (recomputed or
-// reloaded), plus the next group's swapped tensors being prefetched:
-//   peak = (n − 1)·K + max_g ( Σ_{g' ≤ g} kept_g' + recomputed_g + swapped_g + swapped_{g−1} ).
-// A fully recomputed layer is one group (its forward is replayed at once). The forward transient
-// (a group's tensors before they are dropped/offloaded) is bounded by the same expression.
+// Peak: `simulateLifecycle` (lifecycle.ts) replays the executor's rules without tensors: release
+// points in forward, one-layer-ahead prefetch, lazy recompute by block phase (rebuilt tensors of one
+// phase are resident together), full-recompute groups replayed at once, the other in-flight
+// micro-batches' kept bytes and their embedding/head records.
 //
-// Time per micro-batch: F = Σ layer forward FLOPs / flops (+ Σ saved bytes / hbmBandwidth),
-// B = backwardFactor·F.
-//   recompute = Σ recomputeFlops / flops + Σ bytes / hbmBandwidth (the rebuilt tensor is written)
-//               (+ recomputeCommBytes / commBandwidth); a fully recomputed layer costs its forward.
-//   swap      = S / hostBandwidth each way (PCIe is full duplex); only the excess over the overlap
-//               window is exposed: per direction F + B + recompute in the 1F1B steady state
-//               (`swapWindow` 'steady'), or F for D2H and B for H2D ('microbatch').
+// Time per micro-batch. With `timing` (the device's op-cost function, as the executor charges) and
+// the 'microbatch' window (one stage: nothing else runs between a micro-batch's F and B), an event
+// replay of the executor's timeline: layer F ops, then head; each layer's swap-outs on the D2H
+// stream after its F; backward layer by layer with R (recompute, at the layer's FLOP rate without a
+// launch) before B, B waiting for its H2D; layers l−1 … l−d's H2D issued when l's backward starts
+// (d = plan.prefetchAhead), each after its D2H. Host links are full duplex (PCIe, HCCS): D2H and H2D streams are independent, each in
+// order; every copy pays the link latency. Added time = that replay minus the same replay of no plan.
+// Otherwise (pipeline steady state, 'steady'), a closed form:
+//   recompute = Σ recomputeFlops / flops + Σ bytes / hbmBandwidth (+ recomputeCommBytes / commBandwidth);
+//   swap      = S / hostBandwidth each way, exposed beyond the window F + B + recompute per direction.
 // Step-time increase ≈ added / (F + B): every micro-batch's backward on the stage gets longer.
 import type { SavedActivationDesc } from './descriptors.ts';
 import type { MemoryPlan } from './policy.ts';
+import { simulateLifecycle } from './lifecycle.ts';
 
 export interface MemoryCostModel {
   /** Effective device throughput, FLOP/s. */
@@ -43,6 +44,28 @@ export interface MemoryCostModel {
    * 'microbatch': D2H must hide under the same micro-batch's F, H2D under its B (no pipelining).
    */
   swapWindow?: 'steady' | 'microbatch';
+  /** Embedding record bytes per micro-batch (first stage) and head/MTP record bytes (last stage). */
+  preBytes?: number;
+  postBytes?: number;
+  /** The executor's op costs; enables the event replay of the time per micro-batch. */
+  timing?: StageTiming;
+}
+
+/** How the executor charges a stage's ops (pure: the device's cost functions, captured by the caller). */
+export interface StageTiming {
+  /** Seconds of one compute op of `flops` FLOPs (with its launch). */
+  opSeconds: (flops: number) => number;
+  /** Launch overhead included in opSeconds (a recompute piece of a layer pays none). */
+  launch: number;
+  /** Seconds of one host copy (swap-out or prefetch) of `bytes`: latency + bytes / bandwidth. */
+  copySeconds: (bytes: number) => number;
+  /** B FLOPs / F FLOPs of a layer (default 2). */
+  backwardFactor?: number;
+  /** Seconds before the first layer's forward and after its backward (embedding F, B). */
+  embeddingForward?: number;
+  embeddingBackward?: number;
+  /** Seconds between the last layer's forward and its backward (head, MTP: F + B). */
+  headSeconds?: number;
 }
 
 export interface PlanCost {
@@ -60,6 +83,8 @@ export interface PlanCost {
   addedTime: number;
   /** addedTime / (F + B). */
   addedFraction: number;
+  /** Where the peak is (lifecycle replay). */
+  peakAt: string;
 }
 
 export function layerFlopsOf(descs: SavedActivationDesc[], m: MemoryCostModel): Map<number, number> {
@@ -73,25 +98,21 @@ export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel): PlanCost {
   const n = m.inFlight;
   const entries = plan.entries;
   const full = new Set(plan.fullLayers);
-  // Groups in forward order.
-  type G = { kept: number; rec: number; swap: number };
-  const groups: G[] = [];
-  let key = '';
-  for (const e of entries) {
-    const k = full.has(e.layer) ? `L${e.layer}` : `${e.layer}/${e.module}`;
-    if (k !== key) { groups.push({ kept: 0, rec: 0, swap: 0 }); key = k; }
-    const g = groups[groups.length - 1];
-    if (e.decision === 'keep') g.kept += e.bytes; else if (e.decision === 'recompute') g.rec += e.bytes; else g.swap += e.bytes;
-  }
-  const K = groups.reduce((a, g) => a + g.kept, 0);
-  let prefix = 0, worst = 0;
-  groups.forEach((g, i) => {
-    prefix += g.kept;
-    worst = Math.max(worst, prefix + g.rec + g.swap + (i > 0 ? groups[i - 1].swap : 0));
-  });
+  const life = simulateLifecycle(plan, { inFlight: n, preBytes: m.preBytes, postBytes: m.postBytes });
   const total = entries.reduce((a, e) => a + e.bytes, 0);
-
+  const baselinePeakBytes = n * (total + (m.preBytes ?? 0) + (m.postBytes ?? 0));
   const layerFlops = layerFlopsOf(entries, m);
+  const swapBytes = entries.filter((e) => e.decision === 'swap').reduce((a, e) => a + e.bytes, 0);
+  const common = { keptBytes: life.keptBytes, peakBytes: life.peakBytes, baselinePeakBytes, swapBytes, peakAt: life.where };
+  if (m.timing && m.swapWindow === 'microbatch') {
+    const base = replayMicroBatch({ entries: entries.map((e) => ({ ...e, decision: 'keep' as const })), fullLayers: [] }, layerFlops, m.timing);
+    const cur = replayMicroBatch(plan, layerFlops, m.timing);
+    const addedTime = cur.total - base.total;
+    return {
+      ...common, forwardTime: base.forward, backwardTime: base.total - base.forward, recomputeTime: cur.recompute,
+      swapExposedTime: Math.max(0, addedTime - cur.recompute), addedTime, addedFraction: base.total > 0 ? addedTime / base.total : 0,
+    };
+  }
   const fwdFlops = [...layerFlops.values()].reduce((a, b) => a + b, 0);
   // With hbmBandwidth the forward also pays for writing every saved tensor once (same roofline-
   // additive accounting as a recompute), so ratios stay consistent for memory-bound layers.
@@ -107,15 +128,65 @@ export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel): PlanCost {
   }
   const recomputeTime = recFlops / m.flops + recBytes / (m.hbmBandwidth ?? Infinity) +
     (recComm > 0 ? recComm / (m.commBandwidth ?? Infinity) : 0);
-  const swapBytes = entries.filter((e) => e.decision === 'swap').reduce((a, e) => a + e.bytes, 0);
   const copy = swapBytes / m.hostBandwidth;
   const ov = m.swapOverlap ?? 1;
   const window = m.swapWindow === 'microbatch' ? [F, B + recomputeTime] : [F + B + recomputeTime, F + B + recomputeTime];
   const swapExposedTime = Math.max(0, copy - ov * window[0]) + Math.max(0, copy - ov * window[1]);
   const addedTime = recomputeTime + swapExposedTime;
   return {
-    keptBytes: K, peakBytes: (n - 1) * K + worst, baselinePeakBytes: n * total,
-    forwardTime: F, backwardTime: B, recomputeTime, swapBytes, swapExposedTime, addedTime,
+    ...common, forwardTime: F, backwardTime: B, recomputeTime, swapExposedTime, addedTime,
     addedFraction: F + B > 0 ? addedTime / (F + B) : 0,
   };
 }
+
+/**
+ * Event replay of one micro-batch on one stage, as the executor schedules it (see the header):
+ * returns its makespan, the forward part and the recompute seconds.
+ */
+export function replayMicroBatch(plan: MemoryPlan, layerFlops: Map<number, number>, t: StageTiming): { total: number; forward: number; recompute: number } {
+  const full = new Set(plan.fullLayers);
+  const layers = [...new Set(plan.entries.map((e) => e.layer))].sort((a, b) => a - b);
+  const bf = t.backwardFactor ?? 2;
+  const swapped = new Map<number, number[]>(), recFlops = new Map<number, number>();
+  for (const e of plan.entries) {
+    if (full.has(e.layer)) continue;
+    if (e.decision === 'swap') (swapped.get(e.layer) ?? swapped.set(e.layer, []).get(e.layer)!).push(e.bytes);
+    if (e.decision === 'recompute') recFlops.set(e.layer, (recFlops.get(e.layer) ?? 0) + e.recomputeFlops);
+  }
+  const F = (l: number) => layerFlops.get(l) ?? 0;
+  let c = t.embeddingForward ?? 0, d2h = 0, h2d = 0, recompute = 0;
+  // each tensor is one copy; its H2D waits for its own D2H
+  const outEnd = new Map<number, number[]>(), inEnd = new Map<number, number>();
+  for (const l of layers) {
+    c += t.opSeconds(F(l));
+    for (const b of swapped.get(l) ?? []) { d2h = Math.max(d2h, c) + t.copySeconds(b); (outEnd.get(l) ?? outEnd.set(l, []).get(l)!).push(d2h); }
+  }
+  const forward = c;
+  const prefetch = (l: number | undefined, notBefore: number) => {
+    if (l === undefined || inEnd.has(l) || !swapped.has(l)) return;
+    swapped.get(l)!.forEach((b, j) => { h2d = Math.max(h2d, notBefore, outEnd.get(l)![j]) + t.copySeconds(b); });
+    inEnd.set(l, h2d);
+  };
+  prefetch(layers[layers.length - 1], 0);
+  c += t.headSeconds ?? 0;
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const l = layers[i];
+    if (full.has(l) && (i === layers.length - 1 || !full.has(layers[i + 1]) || isGroupStart(plan, layers[i + 1]))) {
+      // a group's forward is replayed (one op) before its last layer's backward
+      let a = i, flops = F(l);
+      while (a > 0 && full.has(layers[a - 1]) && !isGroupStart(plan, layers[a])) { a--; flops += F(layers[a]); }
+      const r = t.opSeconds(flops);
+      recompute += r;
+      c += r;
+    }
+    const start = c;
+    const rf = full.has(l) ? 0 : (recFlops.get(l) ?? 0);
+    if (rf > 0 && F(l) > 0) { const r = (rf * (t.opSeconds(F(l)) - t.launch)) / F(l); recompute += r; c += r; }
+    for (let j = 1; j <= (plan.prefetchAhead ?? 1); j++) prefetch(layers[i - j], start);
+    c = Math.max(c, inEnd.get(l) ?? 0) + t.opSeconds(bf * F(l));
+  }
+  c += t.embeddingBackward ?? 0;
+  return { total: c, forward, recompute };
+}
+
+const isGroupStart = (plan: MemoryPlan, l: number) => plan.entries.some((e) => e.layer === l && e.name === 'attnNorm.x' && e.decision === 'keep');

@@ -16,7 +16,10 @@ export interface PlannerOptions extends MemoryCostModel {
   budgetBytes: number;
   allowRecompute?: boolean;
   allowSwap?: boolean;
-  granularity?: 'class' | 'class-layer';
+  /** Units: a module class, a (class, layer) group (default), or one tensor of one layer. */
+  granularity?: 'class' | 'class-layer' | 'tensor';
+  /** Swap prefetch distances to try (plan.prefetchAhead); the cheapest fitting plan wins. Default [1]. */
+  prefetchAhead?: number[];
 }
 
 export interface ClassExplanation {
@@ -49,11 +52,22 @@ const fmtB = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1
 const fmtT = (s: number) => `${(s * 1e6).toFixed(2)} µs`;
 
 export function planMemory(descs: SavedActivationDesc[], o: PlannerOptions): PlannerResult {
+  // each prefetch distance is its own search; keep the fitting plan with the least added time
+  let best: PlannerResult | null = null;
+  for (const d of o.prefetchAhead ?? [1]) {
+    const r = planWith(descs, o, d);
+    if (!best || (r.fits && !best.fits) || (r.fits === best.fits && (r.fits ? r.cost.addedTime < best.cost.addedTime : r.cost.peakBytes < best.cost.peakBytes))) best = r;
+  }
+  return best!;
+}
+
+function planWith(descs: SavedActivationDesc[], o: PlannerOptions, prefetchAhead: number): PlannerResult {
   const allowR = o.allowRecompute ?? true, allowS = o.allowSwap ?? true;
   const byClass = (o.granularity ?? 'class-layer') === 'class';
   const units = new Map<string, Unit>();
+  const perTensor = o.granularity === 'tensor';
   descs.forEach((d, i) => {
-    const key = byClass ? d.module : `${d.module}@${d.layer}`;
+    const key = byClass ? d.module : perTensor ? `${d.name}@${d.layer}` : `${d.module}@${d.layer}`;
     if (!units.has(key)) units.set(key, { key, module: d.module, layer: byClass ? null : d.layer, idx: [], recomputable: true });
     const u = units.get(key)!;
     u.idx.push(i);
@@ -63,7 +77,7 @@ export function planMemory(descs: SavedActivationDesc[], o: PlannerOptions): Pla
   const build = (): MemoryPlan => {
     const entries: PlanEntry[] = descs.map((d) => ({ ...d, decision: 'keep' }));
     for (const [k, opt] of choice) for (const i of units.get(k)!.idx) entries[i].decision = opt;
-    return { entries, fullLayers: [] };
+    return { entries, fullLayers: [], prefetchAhead };
   };
   const evalWith = (k: string, opt: Option | null) => {
     const prev = choice.get(k);

@@ -46,6 +46,12 @@ export interface MemoryPlan {
   entries: PlanEntry[];
   /** Layers replayed whole (full recompute). */
   fullLayers: number[];
+  /**
+   * Swap prefetch distance: when layer l's backward starts, the swapped tensors of layers l−1 … l−d
+   * are reloaded (default 1, Megatron's one-layer-ahead). A larger d gives the H2D copies more
+   * compute to hide under, and holds the reloaded bytes longer.
+   */
+  prefetchAhead?: number;
 }
 
 export const NO_RECOMPUTE: RecomputePolicy = { recomputeGranularity: 'none' };
