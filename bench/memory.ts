@@ -5,13 +5,14 @@
 // comes from the device ledgers, time from the executed timeline (device cost functions).
 // Two layouts on one simulated node: pp=1 (one NPU, M micro-batches, every variant) and pp=4 (one
 // layer per stage, 1F1B over 8 micro-batches; none, Pangu-style selective, full, planner).
-// Usage: npx tsx bench/memory.ts [--batch 4] [--seq 256] [--micro-batches 2] [--budget 0.3] [--no-pp4]
+// Usage: npx tsx bench/memory.ts [--batch 4] [--seq 256] [--micro-batches 2] [--budget 0.3] [--no-pp1] [--no-pp4]
 //        → bench/results/memory.json
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { initBackend } from '../src/backend/tf.ts';
 import { resolveConfig } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';
-import { runTrainStep, type TrainStepOptions } from '../src/parallel/exec/train-step.ts';
+import { predictStepSeconds, runTrainStep, type TrainStepOptions } from '../src/parallel/exec/train-step.ts';
+import { sendRecvTime } from '../src/device/cost.ts';
 import { gradArrays, toyMicroBatches } from '../src/parallel/exec/reference.ts';
 import { exposedSwap } from '../src/parallel/exec/report.ts';
 
@@ -49,7 +50,10 @@ async function run(variant: string, extra: Partial<TrainStepOptions>): Promise<R
   const r = await runTrainStep(model, { pp, microBatches: mbs, gantt: false, ...extra });
   for (const p of r.planner) console.log(`  planner predicted: fits ${p.fits}, peak ${(p.cost.peakBytes / 2 ** 20).toFixed(2)} MiB of ${(p.baseline.peakBytes / 2 ** 20).toFixed(2)}, added ${(100 * p.cost.addedFraction).toFixed(1)}%; ` +
     p.explanation.filter((e) => e.decision !== 'keep').map((e) => `${e.module}:${e.decision}`).join(' '));
-  const pred = { peak: Math.max(...r.predicted.map((c) => c.peakBytes)), added: Math.max(...r.predicted.map((c) => c.addedFraction)) };
+  // predicted step: the pipeline simulator over the ranks' predicted times; relative to the same without the plan
+  const p2p = r.cluster.spec.intraNode;
+  const predBase = predictStepSeconds(r.schedule, r.predicted, pp > 1 ? sendRecvTime(B * S * model.cfg.hiddenSize * 4, p2p) : 0, false);
+  const pred = { peak: Math.max(...r.predicted.map((c) => c.peakBytes)), added: r.predictedStepSeconds / predBase - 1 };
   const g = gradArrays(r.grads); r.grads.dispose();
   const peak = Math.max(...r.peakActivationBytes);
   if (!base) base = { peak, step: r.stepTimeSeconds, grads: g };
@@ -82,7 +86,7 @@ async function layout(variantList: [string, Partial<TrainStepOptions>][]): Promi
 }
 
 console.log(`tiny, batch ${B} × seq ${S}, pp=1, ${M} micro-batches (peak = max over ranks of resident saved activations)`);
-const single = await layout(variants);
+const single = argv.includes('--no-pp1') ? [] : await layout(variants);
 let pp4: Row[] = [];
 if (!argv.includes('--no-pp4')) {
   pp = 4; mbs = toyMicroBatchesLazy(8);

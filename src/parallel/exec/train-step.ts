@@ -11,7 +11,8 @@
 // and the timeline come from the config's FLOPs (execLayout) and the device's cost functions.
 import type { Cluster } from '../../device/cluster.ts';
 import { Cluster as ClusterImpl } from '../../device/cluster.ts';
-import { computeTime, hostCopyTime, memoryTime } from '../../device/cost.ts';
+import { computeTime, hostCopyTime, memoryTime, sendRecvTime } from '../../device/cost.ts';
+import { simulateSchedule } from '../pipeline/simulate.ts';
 import { getSpec } from '../../device/specs.ts';
 import type { DeviceSpec, Dtype } from '../../device/specs.ts';
 import type { MoEGPT } from '../../model/gpt.ts';
@@ -72,6 +73,8 @@ export interface TrainStepResult {
   planner: PlannerResult[];
   /** The cost model's prediction for the executed plan, per pipeline rank (peak, added time). */
   predicted: PlanCost[];
+  /** Predicted step time: the pure pipeline simulator over the ranks' predicted F and B (+ added) times. */
+  predictedStepSeconds: number;
   partition: Partition;
   schedule: Schedule;
   run: PipelineRunResult;
@@ -130,8 +133,10 @@ export function stageCostModels(part: Partition, o: TrainStepOptions, kind: Sche
       timing: lay ? stageTiming(lay, spec, first, last, dtype, mtpDepth) : undefined,
       inFlight: inFlightOf(kind, o.pp, vpp, M, st.stage),
       forwardFlops: new Map([...layerFlops].filter(([l]) => layers.has(l))), // this rank's layers only
-      // one stage: nothing else runs between a micro-batch's F and B, so a copy must hide in its own passes
-      swapWindow: o.pp === 1 ? 'microbatch' as const : 'steady' as const,
+      // the event replay of one micro-batch's F then B on this rank: exact at pp=1 (nothing else runs
+      // between them); with pp > 1 it ignores the other micro-batches' passes in between (conservative
+      // for swap) and the pipeline's propagation of a longer stage (approximate)
+      swapWindow: 'microbatch' as const,
     } };
   });
 }
@@ -143,6 +148,21 @@ export function predictPlan(plan: MemoryPlan | null, descs: SavedActivationDesc[
       : descs.filter((d) => layers.has(d.layer)).map((d) => ({ ...d, decision: 'keep' as const }));
     return evaluatePlan({ entries: mine, fullLayers: (plan?.fullLayers ?? []).filter((l) => layers.has(l)) }, model);
   });
+}
+
+/**
+ * Predicted step time of a plan (pure): each rank's predicted F, and B + added time (recompute, swap
+ * stalls) per micro-batch and chunk, run through the pipeline simulator with the p2p latency of one
+ * activation message. At pp=1 this is M × the one-micro-batch replay (exact); with pp > 1 it carries
+ * a stage's added time through the schedule, so time added off the critical path hides in bubbles.
+ */
+export function predictStepSeconds(schedule: Schedule, costs: PlanCost[], p2pSeconds: number, withPlan = true): number {
+  const v = schedule.vpp;
+  return simulateSchedule(schedule, {
+    F: (r) => costs[r].forwardTime / v,
+    B: (r) => (costs[r].backwardTime + (withPlan ? costs[r].addedTime : 0)) / v,
+    p2pLatency: p2pSeconds,
+  }).stepTime;
 }
 
 /** The memory plan for the options (pure): fixed policies, or the planner under a budget per rank. */
@@ -184,6 +204,8 @@ export async function runTrainStep(model: MoEGPT, o: TrainStepOptions): Promise<
   const planner: PlannerResult[] = [];
   const plan = planFor(lay.descs, part, o, kind, cluster.spec, lay.layerFlops, planner, lay, model.cfg.numMtpLayers, cluster.device(0).computeDtype);
   const predicted = predictPlan(plan, lay.descs, stageCostModels(part, o, kind, cluster.spec, lay.layerFlops, lay, model.cfg.numMtpLayers, cluster.device(0).computeDtype));
+  const p2p = o.pp > 1 ? sendRecvTime(batch * seqLen * model.cfg.hiddenSize * (cluster.device(0).elementBytes ?? 4), cluster.spec.intraNode) : 0;
+  const predictedStepSeconds = predictStepSeconds(schedule, predicted, p2p);
   const ranks = Array.from({ length: o.pp }, (_, r) => r);
   const run = runPipeline({ model, cluster, schedule, partition: part, microBatches: o.microBatches, costs: lay.costs, plan, recomputeFlops: lay.recomputeFlops, ranks });
   const bubble = measureBubble(cluster, ranks);
@@ -193,6 +215,6 @@ export async function runTrainStep(model: MoEGPT, o: TrainStepOptions): Promise<
     peakActivationBytes: run.ledgers.map((l) => l.peakResidentBytes),
     bubbleFraction: bubble.bubbleFraction, stepTimeSeconds: cluster.timeline.makespan,
     trace: cluster.trace(), ganttSvg: o.gantt === false ? '' : await ganttSvg(cluster, ranks),
-    plan, planner, predicted, partition: part, schedule, run, cluster,
+    plan, planner, predicted, predictedStepSeconds, partition: part, schedule, run, cluster,
   };
 }
