@@ -17,8 +17,8 @@
 //   swap      = S / hostBandwidth each way, exposed beyond the window F + B + recompute per direction.
 // Step-time increase ≈ added / (F + B): every micro-batch's backward on the stage gets longer.
 import type { SavedActivationDesc } from './descriptors.ts';
-import type { MemoryPlan } from './policy.ts';
-import { simulateLifecycle } from './lifecycle.ts';
+import type { MemoryPlan, PlanEntry } from './policy.ts';
+import { forwardReleases, simulateLifecycle } from './lifecycle.ts';
 
 export interface MemoryCostModel {
   /** Effective device throughput, FLOP/s. */
@@ -147,24 +147,28 @@ export function replayMicroBatch(plan: MemoryPlan, layerFlops: Map<number, numbe
   const full = new Set(plan.fullLayers);
   const layers = [...new Set(plan.entries.map((e) => e.layer))].sort((a, b) => a - b);
   const bf = t.backwardFactor ?? 2;
-  const swapped = new Map<number, number[]>(), recFlops = new Map<number, number>();
-  for (const e of plan.entries) {
-    if (full.has(e.layer)) continue;
-    if (e.decision === 'swap') (swapped.get(e.layer) ?? swapped.set(e.layer, []).get(e.layer)!).push(e.bytes);
-    if (e.decision === 'recompute') recFlops.set(e.layer, (recFlops.get(e.layer) ?? 0) + e.recomputeFlops);
+  const recFlops = new Map<number, number>();
+  for (const e of plan.entries) if (!full.has(e.layer) && e.decision === 'recompute') recFlops.set(e.layer, (recFlops.get(e.layer) ?? 0) + e.recomputeFlops);
+  // per layer, the swapped entries in D2H order (release order) and in H2D order (record order)
+  const swapOut = new Map<number, PlanEntry[]>(), swapIn = new Map<number, PlanEntry[]>();
+  for (const l of layers) {
+    if (full.has(l)) continue;
+    const es = plan.entries.filter((e) => e.layer === l);
+    const outs = forwardReleases(es).order.filter((e) => e.decision === 'swap');
+    if (outs.length) { swapOut.set(l, outs); swapIn.set(l, es.filter((e) => e.decision === 'swap')); }
   }
   const F = (l: number) => layerFlops.get(l) ?? 0;
   let c = t.embeddingForward ?? 0, d2h = 0, h2d = 0, recompute = 0;
   // each tensor is one copy; its H2D waits for its own D2H
-  const outEnd = new Map<number, number[]>(), inEnd = new Map<number, number>();
+  const outEnd = new Map<PlanEntry, number>(), inEnd = new Map<number, number>();
   for (const l of layers) {
     c += t.opSeconds(F(l));
-    for (const b of swapped.get(l) ?? []) { d2h = Math.max(d2h, c) + t.copySeconds(b); (outEnd.get(l) ?? outEnd.set(l, []).get(l)!).push(d2h); }
+    for (const e of swapOut.get(l) ?? []) { d2h = Math.max(d2h, c) + t.copySeconds(e.bytes); outEnd.set(e, d2h); }
   }
   const forward = c;
   const prefetch = (l: number | undefined, notBefore: number) => {
-    if (l === undefined || inEnd.has(l) || !swapped.has(l)) return;
-    swapped.get(l)!.forEach((b, j) => { h2d = Math.max(h2d, notBefore, outEnd.get(l)![j]) + t.copySeconds(b); });
+    if (l === undefined || inEnd.has(l) || !swapIn.has(l)) return;
+    for (const e of swapIn.get(l)!) h2d = Math.max(h2d, notBefore, outEnd.get(e)!) + t.copySeconds(e.bytes);
     inEnd.set(l, h2d);
   };
   prefetch(layers[layers.length - 1], 0);

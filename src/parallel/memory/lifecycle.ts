@@ -87,20 +87,7 @@ export function simulateLifecycle(plan: MemoryPlan, o: LifecycleOptions): Lifecy
     if (full.has(l)) {
       see(others + waiting + prefix + (inputOf(l)?.decision === 'keep' ? inputOf(l)!.bytes : 0) + sum(es), `forward L${l} (replayable)`);
     } else {
-      let resident = 0, phase = 0, top = 0;
-      const saved = new Set<string>(), gone = new Set<string>();
-      for (const e of es) {
-        resident += e.bytes;
-        top = Math.max(top, resident);
-        saved.add(rn(e.name));
-        phase = Math.max(phase, forwardPhase(rn(e.name)));
-        for (const p of es) {
-          if (p.decision === 'keep' || gone.has(p.name) || !saved.has(rn(p.name))) continue;
-          const r = RELEASE_ON[rn(p.name)];
-          if (forwardPhase(rn(p.name)) < phase || (r !== undefined && saved.has(r))) { gone.add(p.name); resident -= p.bytes; }
-        }
-      }
-      see(others + waiting + prefix + top, `forward L${l}`);
+      see(others + waiting + prefix + forwardReleases(es).transientPeak, `forward L${l}`);
     }
     prefix += keptOf(l);
   }
@@ -149,4 +136,29 @@ export function simulateLifecycle(plan: MemoryPlan, o: LifecycleOptions): Lifecy
     alive.set(l, 0);
   }
   return { peakBytes: peak, keptBytes: K, where };
+}
+
+/**
+ * The forward of one (not fully recomputed) layer: its planned (recompute/swap) entries in the order
+ * the executor releases them (at each save, the releasable ones in entry order, recompute before
+ * swap; the rest at the layer's end) and the peak of the layer's resident bytes meanwhile. The
+ * swap-outs are issued in this order, so it is also the D2H order.
+ */
+export function forwardReleases(es: readonly PlanEntry[]): { order: PlanEntry[]; transientPeak: number } {
+  let resident = 0, phase = 0, top = 0;
+  const saved = new Set<string>(), gone = new Set<string>(), order: PlanEntry[] = [];
+  const planned = [...es.filter((e) => e.decision === 'recompute'), ...es.filter((e) => e.decision === 'swap')];
+  for (const e of es) {
+    resident += e.bytes;
+    top = Math.max(top, resident);
+    saved.add(rn(e.name));
+    phase = Math.max(phase, forwardPhase(rn(e.name)));
+    for (const p of planned) {
+      if (gone.has(p.name) || !saved.has(rn(p.name))) continue;
+      const r = RELEASE_ON[rn(p.name)];
+      if (forwardPhase(rn(p.name)) < phase || (r !== undefined && saved.has(r))) { gone.add(p.name); resident -= p.bytes; order.push(p); }
+    }
+  }
+  for (const p of planned) if (!gone.has(p.name)) order.push(p);
+  return { order, transientPeak: top };
 }

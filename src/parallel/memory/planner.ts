@@ -1,9 +1,11 @@
 // Memory planner: choose keep / recompute / swap per tensor class so the activation peak fits a
 // budget with the least added time, and say why.
 //
-// Units are (module class, layer) groups (or whole classes with granularity 'class'). Greedy by
+// Units are (module class, layer) groups (whole classes with granularity 'class', single tensors with
+// 'tensor'). Greedy by
 // marginal cost: at each step evaluate every undecided unit under each allowed option with
-// `evaluatePlan` and take the one with the least added seconds per byte of peak removed (swap is
+// `evaluatePlan` and take the one with the least added seconds per byte of peak removed (when no
+// single unit lowers the peak, e.g. two tensors rebuilt together, the cheapest per byte of its own) (swap is
 // priced by its *exposed* time, so it is nearly free until the host link saturates under the
 // overlapping compute, then expensive). When the budget is met, a pruning pass reverts or flips
 // choices (swap ↔ recompute) that are no longer needed or cheaper the other way.
@@ -94,13 +96,19 @@ function planWith(descs: SavedActivationDesc[], o: PlannerOptions, prefetchAhead
   const gain = new Map<string, { saved: number; time: number }>();
   while (cur.peakBytes > o.budgetBytes) {
     type Cand = { k: string; opt: Option; c: PlanCost; score: number; saved: number; dt: number };
-    let best: Cand | null = null, closer: Cand | null = null;
+    let best: Cand | null = null, closer: Cand | null = null, flat: Cand | null = null;
     for (const u of units.values()) {
       if (choice.has(u.key)) continue;
       for (const opt of options(u)) {
         const c = evalWith(u.key, opt);
         const saved = cur.peakBytes - c.peakBytes;
-        if (saved <= 0) continue;
+        if (saved <= 0) {
+          // lowers another peak candidate only (e.g. the peak moved to a phase that needs two units):
+          // kept as a fallback, scored per byte of the unit
+          const bytes = u.idx.reduce((a, i) => a + descs[i].bytes, 0), dt = Math.max(0, c.addedTime - cur.addedTime);
+          if (saved === 0 && bytes > 0 && (!flat || dt / bytes < flat.score)) flat = { k: u.key, opt, c, score: dt / bytes, saved: 0, dt };
+          continue;
+        }
         const dt = Math.max(0, c.addedTime - cur.addedTime);
         const cand = { k: u.key, opt, c, score: dt / saved, saved, dt };
         if (!best || cand.score < best.score - 1e-18 || (Math.abs(cand.score - best.score) <= 1e-18 && saved > best.saved)) best = cand;
@@ -109,6 +117,7 @@ function planWith(descs: SavedActivationDesc[], o: PlannerOptions, prefetchAhead
       }
     }
     if (closer && best && closer.dt <= best.dt) best = closer;
+    if (!best) best = flat;
     if (!best) break;
     choice.set(best.k, best.opt);
     gain.set(best.k, { saved: best.saved, time: best.c.addedTime - cur.addedTime });
