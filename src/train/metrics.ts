@@ -94,6 +94,8 @@ export interface StepRow {
   simStepSeconds?: number;
   simMoeSeconds?: number;
   deviceLoadMaxOverMean?: number;
+  /** pipeline runs only: the executed step's bubble fraction */
+  bubbleFraction?: number;
 }
 
 /** The metrics as an arquero table, written as CSV and JSON side by side. */

@@ -69,6 +69,8 @@ export interface ReportInput {
   summary: Record<string, unknown>;
   /** extra sections (parallel runs: memory per device, communication ledger, timeline, placement) */
   tables?: ReportTable[];
+  /** extra pre-rendered SVG figures (pipeline runs: the Gantt chart) */
+  figures?: { caption: string; svg: string }[];
 }
 
 export interface ReportTable { title: string; note?: string; columns: string[]; rows: (string | number)[][] }
@@ -104,7 +106,7 @@ export async function reportSvgs(r: ReportInput): Promise<{ caption: string; svg
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export async function writeReport(path: string, r: ReportInput): Promise<void> {
-  const svgs = await reportSvgs(r);
+  const svgs = [...(r.figures ?? []), ...(await reportSvgs(r))];
   const rows = Object.entries(r.summary).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(typeof v === 'number' ? String(Number(v.toPrecision(6))) : JSON.stringify(v))}</td></tr>`).join('\n');
   const html = `<!doctype html>
 <html><head><meta charset="utf-8"><title>${esc(r.title)}</title>

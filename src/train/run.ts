@@ -19,6 +19,8 @@ import { ParallelEngine } from './parallel.ts';
 import { parseParallelFlags, type RawParallelFlags } from './parallel-flags.ts';
 import { parallelSummary, parallelTables, type ParallelRunSummary } from './parallel-report.ts';
 import { loadTraceJSON } from './load-trace.ts';
+import { parsePipelineFlags, wantsPipeline, type PipelineFlags, type RawPipelineFlags } from './pipeline-flags.ts';
+import { PipelineEngine, pipelineTables, type PipelineRunSummary } from './pipeline.ts';
 import type { MoEGPT } from '../model/gpt.ts';
 
 export interface RunOptions {
@@ -36,6 +38,9 @@ export interface RunOptions {
   explicit: Set<string>;
   /** --parallel and friends (parallel-flags.ts); absent = single device */
   parallel?: RawParallelFlags;
+  /** --vpp, --schedule, --recompute, --swap, --memory-budget … (pipeline-flags.ts): the run goes through
+   *  src/parallel/exec's runTrainStep when any is given or --parallel has pp > 1 */
+  pipeline?: RawPipelineFlags;
   /** --trace-loads FILE: write the run's tokens per expert per layer per step as an expert-load trace */
   traceLoads?: string | null;
 }
@@ -65,10 +70,23 @@ export function validateRun(o: RunOptions): string[] {
     p.push(...validateConfig(cfg).map((x) => `model: ${x}`));
     if (t.seqLen > cfg.maxSeqLen) p.push(`--seq ${t.seqLen} exceeds the model's maxSeqLen ${cfg.maxSeqLen}`);
   }
+  const pipe = pipelineFlagsOf(o, typeof cfg === 'string' ? null : cfg);
+  if (pipe) { p.push(...pipe.problems); return p; }
   const par = parseParallelFlags(o.parallel ?? {}, typeof cfg === 'string' ? null : cfg, t.batch, t.seqLen, t.microBatches);
   p.push(...par.problems);
+  if (o.pipeline?.overlap === 'on') p.push('--overlap on is not executed by ultramoe train (EP×PP overlap is src/parallel/overlap); use --overlap off');
+  else if (o.pipeline?.overlap !== undefined && o.pipeline.overlap !== 'off') p.push(`--overlap must be on or off (got '${o.pipeline.overlap}')`);
   if (o.resume && par.flags?.distributedOptimizer) p.push('--resume with --distributed-optimizer: the sharded optimizer state cannot be restored (resume without it)');
   return p;
+}
+
+/** The pipeline-executor flags and their problems, or null when the run does not use the executor. */
+export function pipelineFlagsOf(o: RunOptions, cfg: ModelConfig | null): { flags: PipelineFlags | null; problems: string[] } | null {
+  const raw = o.pipeline ?? {}, par = o.parallel ?? {};
+  if (!wantsPipeline(par.parallel, raw)) return null;
+  return parsePipelineFlags(par.parallel, raw, { device: par.device, deviceMemory: par.deviceMemory, trace: par.trace },
+    { dispatcher: par.dispatcher, distributedOptimizer: par.distributedOptimizer, placement: par.placement, placementSolver: par.placementSolver,
+      placementPeriod: par.placementPeriod, placementThreshold: par.placementThreshold, redundantSlots: par.redundantSlots }, cfg, o.train.microBatches);
 }
 
 /** The model config: preset + overrides, vocabulary from the tokenizer. */
@@ -93,6 +111,9 @@ export interface RunSummary {
   exactMatch: number | null;
   /** parallel runs: the simulated cluster (memory, communication, timeline, placement) */
   parallel?: ParallelRunSummary;
+  /** pipeline / recompute / swap runs: memory per device by category, bubble, simulated step, plan, planner */
+  pipeline?: PipelineRunSummary;
+  bubbleFraction?: number;
   perDevicePeakMemoryBytes?: number[];
   commBytes?: ParallelRunSummary['commBytes'];
   simulatedStepSeconds?: number;
@@ -139,10 +160,13 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   const model = createModel(cfg, o.train.seed);
   const peak = machinePeak();
   const fpt = flopsPerToken(cfg, o.train.seqLen);
-  const par = parseParallelFlags(o.parallel ?? {}, cfg, o.train.batch, o.train.seqLen, o.train.microBatches);
+  const pipe = pipelineFlagsOf(o, cfg);
+  if (pipe?.problems.length) throw new Error(`pipeline flags:\n  - ${pipe.problems.join('\n  - ')}`);
+  const pipeline = pipe?.flags ? new PipelineEngine(pipe.flags) : null;
+  const par = pipe ? { flags: null, problems: [] } : parseParallelFlags(o.parallel ?? {}, cfg, o.train.batch, o.train.seqLen, o.train.microBatches);
   if (par.problems.length) throw new Error(`--parallel:\n  - ${par.problems.join('\n  - ')}`);
   const engine = par.flags ? new ParallelEngine(cfg, par.flags, o.train.batch * o.train.microBatches, o.train.seqLen, o.train.microBatches, o.train.seed, o.train.adamw, model as MoEGPT) : null;
-  const trainer = new Trainer(model, ds, o.train, fpt, peak.flops, cfg.moe.topk, engine, Boolean(o.traceLoads));
+  const trainer = new Trainer(model, ds, o.train, fpt, peak.flops, cfg.moe.topk, engine, Boolean(o.traceLoads), pipeline);
   if (ck) { applyCheckpoint(ck, trainer, cfg); log(`resumed from ${ck.dir} at step ${trainer.step}`); }
   const counts = countParams(cfg);
   const run: RunSpec = { preset: o.preset, data: o.data, tokenizer: o.tokenizer, backend: o.backend, model: 'moe', ...(par.flags ? { parallel: par.flags.layout } : {}) };
@@ -150,7 +174,9 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   log(`training ${cfg.name} (${(counts.total / 1e6).toFixed(2)}M params, ${(counts.activated / 1e6).toFixed(2)}M activated) on ${o.data} ` +
     `[${ds.tokenizer.kind}, vocab ${ds.tokenizer.vocabSize}], ${o.train.steps} steps × ${o.train.microBatches}×${o.train.batch}×${o.train.seqLen} tokens, backend ${o.backend}, out ${outDir}` +
     (par.flags ? `\n  parallel ${par.flags.layout} (world ${engine!.pm.layout.world}) on simulated ${par.flags.device}, dispatcher ${par.flags.dispatcher}` +
-      `${par.flags.distributedOptimizer ? ', distributed optimizer' : ''}${par.flags.placement ? `, dynamic placement ${par.flags.placement.solver} every ${par.flags.placement.period} steps` : ''}` : ''));
+      `${par.flags.distributedOptimizer ? ', distributed optimizer' : ''}${par.flags.placement ? `, dynamic placement ${par.flags.placement.solver} every ${par.flags.placement.period} steps` : ''}` : '') +
+    (pipe?.flags ? `\n  pipeline pp=${pipe.flags.pp} vpp=${pipe.flags.vpp} ${pipe.flags.schedule} on simulated ${pipe.flags.device}, ` +
+      (pipe.flags.memoryBudget !== undefined ? `memory budget ${pipe.flags.memoryBudget} B per device (planner)` : `recompute ${pipe.flags.recompute}, swap ${pipe.flags.swap}`) : ''));
 
   const bar = o.progress === 'bar'
     ? new cliProgress.SingleBar({ format: 'train |{bar}| {value}/{total} | loss {loss} | val {val} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic)
@@ -160,7 +186,7 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   let lastVal = NaN;
   try {
     while (trainer.step < o.train.steps) {
-      const r = trainer.trainStep();
+      const r = pipeline ? await trainer.trainStepAsync() : trainer.trainStep();
       if (r.valLoss !== null) lastVal = r.valLoss;
       if (bar) bar.update(r.step, { loss: r.lmLoss.toFixed(3), val: Number.isNaN(lastVal) ? '-' : lastVal.toFixed(3), tps: Math.round(r.tokensPerSecond) });
       else if (o.progress === 'lines' && (r.step % every === 0 || r.step === o.train.steps || r.valLoss !== null))
@@ -178,6 +204,14 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
   const steady = rows.slice(1); // the first step includes kernel warm-up
   const ps = engine ? parallelSummary(engine, rows) : undefined;
   if (engine && par.flags?.trace) { mkdirSync(dirname(resolve(par.flags.trace)), { recursive: true }); writeFileSync(par.flags.trace, JSON.stringify(engine.cluster.trace())); }
+  let pls: PipelineRunSummary | undefined, gantt = '';
+  if (pipeline) {
+    const ganttPath = join(outDir, 'pipeline-gantt.svg');
+    gantt = await pipeline.ganttSvg();
+    writeFileSync(ganttPath, gantt);
+    if (pipeline.flags.trace && pipeline.last) { mkdirSync(dirname(resolve(pipeline.flags.trace)), { recursive: true }); writeFileSync(pipeline.flags.trace, JSON.stringify(pipeline.last.trace)); }
+    pls = pipeline.summary({ gantt: ganttPath, trace: pipeline.flags.trace ? resolve(pipeline.flags.trace) : null });
+  }
   if (o.traceLoads && trainer.loadTrace) {
     mkdirSync(dirname(resolve(o.traceLoads)), { recursive: true });
     writeFileSync(o.traceLoads, JSON.stringify(loadTraceJSON(trainer.loadTrace, cfg, o.train, { run: outDir, preset: o.preset, data: o.data, parallel: par.flags?.layout ?? null })));
@@ -194,17 +228,19 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
     expertLoadMaxOverMean: mean(rows.slice(-10).map((r) => r.expertLoadMaxOverMean)),
     exactMatch: exact ? exact.accuracy : null,
     ...(ps ? { perDevicePeakMemoryBytes: ps.perDevicePeakMemoryBytes, commBytes: ps.commBytes, simulatedStepSeconds: ps.simulatedStepSeconds, parallel: ps } : {}),
+    ...(pls ? { perDevicePeakMemoryBytes: pls.perDevicePeakMemoryBytes, simulatedStepSeconds: pls.simulatedStepSeconds, bubbleFraction: pls.bubbleFraction, pipeline: pls } : {}),
     ...(o.traceLoads ? { loadTrace: resolve(o.traceLoads) } : {}),
     params: counts.total, activatedParams: counts.activated, flopsPerToken: fpt, peakGflops: peak.flops / 1e9,
     seconds: (performance.now() - t0) / 1000,
     outDir, report: join(outDir, 'report.html'), checkpoint: ckDir, metricsCsv: join(outDir, 'metrics.csv'),
   };
   saveMetrics(rows, summary.metricsCsv, join(outDir, 'metrics.json'));
-  const { parallel: _p, perDevicePeakMemoryBytes: _m, commBytes: _c, ...flatSummary } = summary;
+  const { parallel: _p, pipeline: _q, perDevicePeakMemoryBytes: _m, commBytes: _c, ...flatSummary } = summary;
   await writeReport(summary.report, {
-    title: `ultramoe ${cfg.name} on ${o.data}${par.flags ? ` (${par.flags.layout}, simulated ${par.flags.device})` : ''}`, rows, loads: trainer.loads,
+    title: `ultramoe ${cfg.name} on ${o.data}${par.flags ? ` (${par.flags.layout}, simulated ${par.flags.device})` : ''}${pls ? ` (pp=${pls.pp} vpp=${pls.vpp} ${pls.schedule}, simulated ${pls.device})` : ''}`, rows, loads: trainer.loads,
     summary: { ...flatSummary, peak, ...(ps ? { commBytesTotal: ps.commBytes.total, commBytesByKind: ps.commBytes.byKind, placement: ps.placement } : {}) },
-    tables: ps && engine ? parallelTables(ps, engine) : [],
+    tables: ps && engine ? parallelTables(ps, engine) : pls ? pipelineTables(pls) : [],
+    figures: gantt ? [{ caption: 'Pipeline Gantt chart of the last step (executed simulated timeline: F, B, R, swap, p2p per rank and stream)', svg: gantt }] : [],
   });
   if (exact) log(`arithmetic exact match on ${exact.total} held-out problems: ${(100 * exact.accuracy).toFixed(1)}%  e.g. ` +
     exact.examples.slice(0, 3).map((e) => `${e.prompt}${e.got}${e.got === e.want ? '' : ` (want ${e.want})`}`).join('  '));

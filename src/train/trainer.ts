@@ -8,6 +8,8 @@ import { expertLoads, loadSnapshot, memoryStats, type LoadSnapshot, type StepRow
 import { lossNumbers, type TrainableModel } from './model.ts';
 import { AdamW, DEFAULT_ADAMW, getLr, globalGradNorm, type AdamWConfig } from './optimizer.ts';
 import type { ParallelEngine } from './parallel.ts';
+import type { PipelineEngine } from './pipeline.ts';
+import type { MoEGPT } from '../model/gpt.ts';
 
 export interface TrainConfig {
   steps: number;          // optimizer steps of the whole run (the LR schedule's horizon)
@@ -54,6 +56,8 @@ export class Trainer {
      *  evaluation and checkpoints, and `opt` receives the gathered AdamW state before a checkpoint. */
     readonly engine: ParallelEngine | null = null,
     recordLoads = false,
+    /** Pipeline / recompute / swap executor (src/train/pipeline.ts): steps go through `trainStepAsync`. */
+    readonly pipeline: PipelineEngine | null = null,
   ) {
     this.loadTrace = recordLoads ? [] : null;
     this.opt = new AdamW(model.params, cfg.adamw);
@@ -72,6 +76,7 @@ export class Trainer {
 
   /** One optimizer step over M micro-batches; returns (and records) its metrics row. */
   trainStep(): StepRow {
+    if (this.pipeline) throw new Error('Trainer.trainStep: a pipeline run steps asynchronously, use trainStepAsync()');
     const M = this.cfg.microBatches, t0 = performance.now();
     const grads = new GradStore();
     const routerStats: RouterStats[] = [];
@@ -104,6 +109,35 @@ export class Trainer {
       // End of the global batch: aux-loss-free bias update, then the global aux tracker resets.
       for (const layer of this.model.moeLayers()) { layer.updateExpertBias(); layer.resetGlobalAux(); }
       }
+      return this.finishRow(t0, sum, gradNorm, lr, tokens, routerStats, sim);
+    } finally {
+      grads.dispose();
+    }
+  }
+
+  /** One optimizer step through the pipeline executor (or `trainStep` when there is none). */
+  async trainStepAsync(): Promise<StepRow> {
+    if (!this.pipeline) return this.trainStep();
+    const M = this.cfg.microBatches, t0 = performance.now();
+    const bs = Array.from({ length: M }, () => this.sampler.next());
+    const r = await this.pipeline.step(this.model as unknown as MoEGPT, bs.map((b) => ({ tokens: b.tokens, targets: b.targets, batch: b.batch, seqLen: b.seqLen })));
+    try {
+      const gradNorm = globalGradNorm(r.grads);
+      const clip = this.cfg.gradClip > 0 && gradNorm > this.cfg.gradClip ? this.cfg.gradClip / (gradNorm + 1e-6) : 1;
+      const lr = this.lrAt(this.step);
+      this.opt.step(r.grads, lr, clip);
+      for (const layer of this.model.moeLayers()) { layer.updateExpertBias(); layer.resetGlobalAux(); }
+      const tokens = bs.reduce((a, b) => a + b.tokens.length, 0);
+      return this.finishRow(t0, { loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss }, gradNorm, lr, tokens, r.routerStats,
+        { simStepSeconds: r.simSeconds, bubbleFraction: r.bubbleFraction });
+    } finally {
+      r.grads.dispose();
+    }
+  }
+
+  /** Metrics row of a finished optimizer step; records it, evaluates when due. */
+  private finishRow(t0: number, sum: { loss: number; lmLoss: number; auxLoss: number; zLoss: number }, gradNorm: number, lr: number, tokens: number,
+    routerStats: RouterStats[], sim: Partial<StepRow>): StepRow {
       const secs = (performance.now() - t0) / 1000;
       const loads = expertLoads(routerStats, this.topk);
       const worst = (f: (l: (typeof loads)[number]) => number) => loads.reduce((m, l) => Math.max(m, f(l)), 0);
@@ -126,9 +160,6 @@ export class Trainer {
       if (this.cfg.evalEvery > 0 && this.step % this.cfg.evalEvery === 0) row.valLoss = this.evaluate();
       this.rows.push(row);
       return row;
-    } finally {
-      grads.dispose();
-    }
   }
 
   /** Mean loss over a fixed set of validation batches (the same windows at every evaluation). */

@@ -3,8 +3,7 @@
 // measured on the timeline and set next to the pure model (src/parallel/pipeline/overlap.ts).
 // See docs/overlap.md.
 import { Cluster } from '../../device/cluster.ts';
-import { getSpec, type DeviceSpec } from '../../device/specs.ts';
-import { DTYPE_BYTES } from '../../device/specs.ts';
+import { DTYPE_BYTES, getSpec, type DeviceSpec } from '../../device/specs.ts';
 import { planPipeOverlap, stepOverlap } from '../pipeline/overlap.ts';
 import { layerCosts, meanLayerTimes, type LayerCost, type OverlapLayerShape, type RoutingSpec } from './costs.ts';
 import { executeOverlapStep, overlapPlacement, type StagePlacement } from './execute.ts';

@@ -1,0 +1,151 @@
+// Pipeline / recompute / swap training (`ultramoe train --parallel pp=4 --vpp 2 --schedule interleaved
+// --recompute core_attn,moe_act --swap ... --memory-budget 24MiB`): the trainer's step through
+// src/parallel/exec's runTrainStep. Each optimizer step runs the M micro-batches of `batch` sequences
+// on a fresh simulated cluster (pipeline rank r = device r of one node of the --device spec), so the
+// accounting is per step; the trainer then clips, steps AdamW and updates the expert biases exactly as
+// on one device. The model is the ordinary MoEGPT: checkpoints, evaluation and sampling are unchanged.
+import { Cluster } from '../device/cluster.ts';
+import { resolveSpec } from '../device/spec-file.ts';
+import type { DeviceSpec } from '../device/specs.ts';
+import type { MoEGPT } from '../model/gpt.ts';
+import type { GradStore, RouterStats } from '../model/module.ts';
+import { exposedSwap } from '../parallel/exec/report.ts';
+import { runTrainStep, type TrainStepResult } from '../parallel/exec/train-step.ts';
+import type { PipelineFlags } from './pipeline-flags.ts';
+import type { ReportTable } from './report.ts';
+
+export interface PipelineStepResult {
+  loss: number; lmLoss: number; auxLoss: number; zLoss: number;
+  grads: GradStore;
+  routerStats: RouterStats[];
+  simSeconds: number;
+  bubbleFraction: number;
+}
+
+export interface PipelineRunSummary {
+  pp: number; vpp: number; schedule: string; device: string;
+  recompute: string; swap: string; minOffloadSize: number | null; offloadFraction: number | null; memoryBudget: number | null;
+  /** layers of each pipeline rank's chunks, e.g. [[0,1],[4,5]] */
+  stageLayers: number[][][];
+  /** per device: peak HBM bytes per category (weights, gradients, activations, comm, total), max over steps */
+  perDevicePeakByCategory: Record<string, number>[];
+  perDevicePeakMemoryBytes: number[];
+  /** peak resident saved activations per rank (SavedActivations ledger), max over steps */
+  peakActivationBytes: number[];
+  /** host memory holding swapped activations, per node, max over steps */
+  hostSwappedPeakBytes: number[];
+  /** mean over steps of the executed bubble (step − mean busy) / mean busy */
+  bubbleFraction: number;
+  /** mean simulated seconds per optimizer step (executed timeline makespan) */
+  simulatedStepSeconds: number;
+  /** the cost model's prediction for the executed plan (pure pipeline simulator) */
+  predictedStepSeconds: number;
+  /** last step, per device: compute busy seconds, exposed host-copy (swap) seconds */
+  timeline: { device: number; computeBusy: number; exposedSwap: number }[];
+  /** decisions of the memory plan (null = nothing recomputed or swapped) */
+  plan: null | { keep: number; recompute: number; swap: number; fullLayers: number[]; keptBytes: number; recomputedBytes: number; swappedBytes: number };
+  /** with --memory-budget: per rank, whether the plan fits and why each module class got its decision */
+  planner: { fits: boolean; predictedPeakBytes: number; baselinePeakBytes: number; predictedAddedFraction: number; classes: { module: string; decision: string; layers: Record<string, number[]>; why: string }[] }[];
+  gantt: string | null;
+  trace: string | null;
+}
+
+export class PipelineEngine {
+  readonly spec: DeviceSpec;
+  private steps = 0;
+  private sumBubble = 0;
+  private sumSeconds = 0;
+  private peaks: Record<string, number>[] = [];
+  private act: number[] = [];
+  private host: number[] = [];
+  /** the last executed step (its cluster, trace, Gantt); the first step's plan and planner */
+  last: TrainStepResult | null = null;
+  first: { plan: TrainStepResult['plan']; planner: TrainStepResult['planner']; predicted: number; stageLayers: number[][][] } | null = null;
+  lastTimeline: PipelineRunSummary['timeline'] = [];
+
+  constructor(readonly flags: PipelineFlags) {
+    this.spec = resolveSpec(flags.device, flags.hbmBytes ? { hbmBytes: flags.hbmBytes } : {});
+  }
+
+  /** One global batch through the executor: returns the losses (means over micro-batches) and gradients (caller disposes). */
+  async step(model: MoEGPT, microBatches: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): Promise<PipelineStepResult> {
+    const f = this.flags;
+    const cluster = new Cluster({ spec: this.spec, nodes: 1, devicesPerNode: f.pp });
+    const r = await runTrainStep(model, {
+      pp: f.pp, vpp: f.vpp, schedule: f.schedule, microBatches, cluster,
+      ...(f.memoryBudget !== undefined ? { memoryBudget: f.memoryBudget } : { recompute: f.recompute, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction }),
+      gantt: false,
+    });
+    const M = microBatches.length, mean = (k: 'lmLoss' | 'auxLoss' | 'zLoss') => r.run.reports.reduce((a, x) => a + x[k], 0) / M;
+    const ranks = Array.from({ length: f.pp }, (_, i) => i);
+    this.steps++; this.sumBubble += r.bubbleFraction; this.sumSeconds += r.stepTimeSeconds;
+    r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });
+    r.peakActivationBytes.forEach((b, d) => { this.act[d] = Math.max(this.act[d] ?? 0, b); });
+    r.hostSwappedPeakBytes.forEach((b, d) => { this.host[d] = Math.max(this.host[d] ?? 0, b); });
+    const busy = ranks.map((d) => cluster.timeline.events.filter((e) => e.device === d && e.stream === 'compute').reduce((a, e) => a + e.end - e.start, 0));
+    const exp = exposedSwap(cluster, ranks);
+    this.lastTimeline = ranks.map((d) => ({ device: d, computeBusy: busy[d], exposedSwap: exp[d] }));
+    if (!this.first) {
+      const stageLayers = r.partition.stages.map((st) => st.chunks.map((c) => { const ch = r.partition.chunks[c.index]; return Array.from({ length: ch.end - ch.start }, (_, i) => ch.start + i); }));
+      this.first = { plan: r.plan, planner: r.planner, predicted: r.predictedStepSeconds, stageLayers };
+    }
+    this.last = r;
+    return {
+      loss: r.loss, lmLoss: mean('lmLoss'), auxLoss: mean('auxLoss'), zLoss: mean('zLoss'), grads: r.grads,
+      routerStats: r.run.contexts.flatMap((c) => c.routerStats ?? []),
+      simSeconds: r.stepTimeSeconds, bubbleFraction: r.bubbleFraction,
+    };
+  }
+
+  /** The Gantt SVG of the last step (rendered on demand: vega is slow-ish). */
+  async ganttSvg(): Promise<string> {
+    if (!this.last) return '';
+    const { ganttSvg } = await import('../parallel/exec/report.ts');
+    return ganttSvg(this.last.cluster, Array.from({ length: this.flags.pp }, (_, i) => i));
+  }
+
+  summary(files: { gantt: string | null; trace: string | null }): PipelineRunSummary {
+    const f = this.flags, plan = this.first?.plan ?? null;
+    const count = (d: string) => plan ? plan.entries.filter((e) => e.decision === d).length : 0;
+    const bytes = (d: string) => plan ? plan.entries.filter((e) => e.decision === d).reduce((a, e) => a + e.bytes, 0) : 0;
+    return {
+      pp: f.pp, vpp: f.vpp, schedule: f.schedule, device: f.device,
+      recompute: f.memoryBudget !== undefined ? 'planner' : f.recompute, swap: f.memoryBudget !== undefined ? 'planner' : f.swap,
+      minOffloadSize: f.minOffloadSize ?? null, offloadFraction: f.offloadFraction ?? null, memoryBudget: f.memoryBudget ?? null,
+      stageLayers: this.first?.stageLayers ?? [],
+      perDevicePeakByCategory: this.peaks, perDevicePeakMemoryBytes: this.peaks.map((c) => c.total ?? 0),
+      peakActivationBytes: this.act, hostSwappedPeakBytes: this.host,
+      bubbleFraction: this.steps ? this.sumBubble / this.steps : 0,
+      simulatedStepSeconds: this.steps ? this.sumSeconds / this.steps : 0,
+      predictedStepSeconds: this.first?.predicted ?? 0,
+      timeline: this.lastTimeline,
+      plan: plan ? { keep: count('keep'), recompute: count('recompute'), swap: count('swap'), fullLayers: plan.fullLayers, keptBytes: bytes('keep'), recomputedBytes: bytes('recompute'), swappedBytes: bytes('swap') } : null,
+      planner: (this.first?.planner ?? []).map((p) => ({
+        fits: p.fits, predictedPeakBytes: p.cost.peakBytes, baselinePeakBytes: p.baseline.peakBytes, predictedAddedFraction: p.cost.addedFraction,
+        classes: p.explanation.map((c) => ({ module: c.module, decision: c.decision, layers: c.layers, why: c.why })),
+      })),
+      gantt: files.gantt, trace: files.trace,
+    };
+  }
+}
+
+const MiB = (b: number) => Number((b / 2 ** 20).toFixed(3));
+
+/** report.html tables of a pipeline/recompute/swap run. */
+export function pipelineTables(p: PipelineRunSummary): ReportTable[] {
+  const cats = [...new Set(p.perDevicePeakByCategory.flatMap((c) => Object.keys(c)))].filter((c) => c !== 'total').sort();
+  const tables: ReportTable[] = [
+    { title: `Peak memory per simulated device (MiB), pp=${p.pp} vpp=${p.vpp} ${p.schedule} on ${p.device}`,
+      note: `Max over steps; per-category peaks need not coincide in time. recompute ${p.recompute}, swap ${p.swap}${p.memoryBudget !== null ? `, budget ${MiB(p.memoryBudget)} MiB` : ''}. AdamW moments are not charged by the executor.`,
+      columns: ['rank', 'layers', 'peak', ...cats, 'saved activations', 'host swapped (node)'],
+      rows: p.perDevicePeakMemoryBytes.map((b, r) => [r, p.stageLayers[r]?.map((c) => c.join(',')).join(' | ') ?? '', MiB(b), ...cats.map((c) => MiB(p.perDevicePeakByCategory[r][c] ?? 0)), MiB(p.peakActivationBytes[r] ?? 0), r === 0 ? MiB(p.hostSwappedPeakBytes[0] ?? 0) : '']) },
+    { title: 'Simulated timeline per device (last step, seconds)',
+      note: `Mean step ${p.simulatedStepSeconds.toPrecision(4)} s (predicted ${p.predictedStepSeconds.toPrecision(4)} s), bubble ${(100 * p.bubbleFraction).toFixed(1)}%.`,
+      columns: ['device', 'compute busy', 'exposed swap'], rows: p.timeline.map((t) => [t.device, t.computeBusy, t.exposedSwap]) },
+  ];
+  if (p.planner.length) tables.push({
+    title: 'Memory planner (--memory-budget)', note: `Per pipeline rank: ${p.planner.map((x, r) => `rank ${r} ${x.fits ? 'fits' : 'does NOT fit'} (predicted peak ${MiB(x.predictedPeakBytes)} of ${MiB(x.baselinePeakBytes)} MiB, +${(100 * x.predictedAddedFraction).toFixed(1)}% time)`).join('; ')}.`,
+    columns: ['rank', 'module', 'decision', 'why'], rows: p.planner.flatMap((x, r) => x.classes.map((c) => [r, c.module, c.decision, c.why])),
+  });
+  return tables;
+}
