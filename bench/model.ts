@@ -33,16 +33,19 @@ function denseGemm(n: number, reps: number): number {
 
 /** Wrap forward/backward of every sub-module to accumulate process CPU time by kind (ops are
  *  synchronous; CPU time rather than wall time because the 2-core machine is shared). */
-function instrument(model: MoEGPT, times: Map<string, number>): void {
+function instrument(model: MoEGPT, times: Map<string, number>, kernelCounts: Map<string, number>): void {
+  // kernels dispatched so far in the active tf.profile (0 outside a profile)
+  const dispatched = () => (tf.engine().state as unknown as { activeProfile?: { kernels: unknown[] } }).activeProfile?.kernels.length ?? 0;
   const wrap = (obj: Record<string, unknown>, kind: string) => {
     for (const fn of ['forward', 'backward', 'loss']) {
       if (typeof obj[fn] !== 'function') continue;
       const orig = obj[fn] as (...a: unknown[]) => unknown;
       obj[fn] = (...a: unknown[]) => {
-        const c0 = process.cpuUsage();
+        const c0 = process.cpuUsage(), k0 = dispatched();
         try { return orig.apply(obj, a); } finally {
           const c = process.cpuUsage(c0), key = `${kind}.${fn}`;
           times.set(key, (times.get(key) ?? 0) + (c.user + c.system) / 1000);
+          kernelCounts.set(key, (kernelCounts.get(key) ?? 0) + dispatched() - k0);
         }
       };
     }
@@ -86,10 +89,10 @@ async function run(backend: BackendName) {
   const gflops = (fl.total * B * S) / ms / 1e6;
   const gflopsCpu = (fl.total * B * S) / cpuMs / 1e6; // per CPU-second: robust to other load on the machine
   // per-module wall time and kernel profile of one more step (wasm; cpu is too slow for a 2nd step)
-  const moduleMs = new Map<string, number>();
+  const moduleMs = new Map<string, number>(), moduleKernels = new Map<string, number>();
   let kernels: { name: string; count: number; ms: number }[] = [];
   if (!argv.includes('--no-profile') && backend !== 'cpu') {
-    instrument(model, moduleMs);
+    instrument(model, moduleMs, moduleKernels);
     const info = await tf.profile(() => { step(); });
     const agg = new Map<string, { count: number; ms: number }>();
     for (const k of info.kernels) {
@@ -108,12 +111,16 @@ async function run(backend: BackendName) {
     modelFlopsPerToken: fl.total, modelFlopsPerTokenLinear: fl.linear, modelFlopsPerTokenCoreAttention: fl.core,
     modelGflops: +gflops.toFixed(2), modelGflopsPerCpuSecond: +gflopsCpu.toFixed(2), denseGemmGflops: +dense.toFixed(2), denseGemmSize: backend === 'cpu' ? 256 : 512,
     moduleCpuMs: Object.fromEntries([...moduleMs].map(([k, v]) => [k, +v.toFixed(1)]).sort()),
+    moduleKernels: Object.fromEntries([...moduleKernels].sort()),
+    // tfjs kernels dispatched by one MoE layer (forward + backward, router included)
+    kernelsPerMoELayer: moduleKernels.size ? ((moduleKernels.get('moe.forward') ?? 0) + (moduleKernels.get('moe.backward') ?? 0)) / [...model.blocks, ...model.mtp.map((m) => m.block)].filter((b) => b.moe).length : 0,
     savedActivationMB: +(model.savedActivationReport().reduce((a, e) => a + e.bytes, 0) / 2 ** 20).toFixed(2),
     kernelCount: kernels.reduce((a, k) => a + k.count, 0), topKernels: kernels.slice(0, 15),
   };
   console.log(`${backend}: ${preset} B=${B} S=${S}: ${ms.toFixed(0)} ms/step (${cpuMs.toFixed(0)} ms CPU), ${tokensPerSec.toFixed(0)} tok/s, ` +
     `${gflops.toFixed(2)} GFLOP/s model (${gflopsCpu.toFixed(2)} per CPU-s; dense GEMM ${dense.toFixed(1)} GFLOP/s), load ${loadavg()[0].toFixed(1)}`);
   if (moduleMs.size) console.log('  module CPU ms:', result.moduleCpuMs);
+  if (kernels.length) console.log(`  kernels/step ${result.kernelCount}, per MoE layer ${result.kernelsPerMoELayer} (fwd+bwd):`, result.moduleKernels);
   if (kernels.length) console.log('  top kernels:', kernels.slice(0, 10).map((k) => `${k.name}×${k.count} ${k.ms}ms`).join(', '));
   mkdirSync('bench/results', { recursive: true });
   const suffix = argv.includes('--gemm') ? `-gemm-${arg('gemm', 'auto')}` : '';

@@ -51,3 +51,19 @@ export { makeInitWeight, initStd, type InitWeight, type InitRole } from './model
 export { modelFlops, layerFlops, type FlopsOptions, type FlopsBreakdown } from './model/flops.ts';
 
 // ── train / parallel / device / sim: assembled by the lead ───────────────────────────────────
+// Namespaced so that similarly named helpers of different layers do not collide.
+export * as device from './device/index.ts';
+export * as parallel from './parallel/index.ts';
+export * as placement from './parallel/placement/index.ts';
+export * as overlap from './parallel/overlap/index.ts';
+export { simulate } from './sim/cost-model.ts';
+export { runSearch } from './sim/search.ts';
+export { planFromFlags, simulatePlan } from './sim/plan.ts';
+export { exportArgs, formatExport } from './sim/export.ts';
+export { paperProgression } from './sim/paper.ts';
+export { Trainer } from './train/trainer.ts';
+export { AdamW, getLr, globalGradNorm } from './train/optimizer.ts';
+export { saveCheckpoint, loadCheckpoint, CheckpointError } from './train/checkpoint.ts';
+export { ByteTokenizer, BpeTokenizer, trainBpe } from './train/tokenizer.ts';
+export { encodeSafetensors, decodeSafetensors } from './train/safetensors.ts';
+export { runTraining } from './train/run.ts';

@@ -17,7 +17,13 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--parallel tp=2,ep=4,dp=2] [--device ascend-910b|FILE.json] [--device-memory 64MiB]
     [--dispatcher alltoall|hierarchical|allgather] [--distributed-optimizer] [--trace FILE.json]
     [--placement static|dynamic] [--placement-solver greedy|eplb|ours] [--placement-period N]
-    [--placement-threshold X] [--redundant-slots R]`;
+    [--placement-threshold X] [--redundant-slots R]
+  pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec):
+    [--parallel pp=4] [--vpp 2] [--schedule 1f1b|interleaved|gpipe] [--recompute none|full|CLASSES]
+    [--swap none|CLASSES] [--min-offload-size BYTES] [--offload-fraction F] [--memory-budget BYTES]
+    [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json] [--overlap off]
+    (--recompute/--swap/--memory-budget without --parallel run pp=1 through the same executor;
+     pp cannot be combined with tp/cp/dp/ep, and --overlap on is not executed)`;
 
 const options = {
   preset: { type: 'string', default: 'tiny' },
@@ -53,6 +59,14 @@ const options = {
   'placement-period': { type: 'string' },
   'placement-threshold': { type: 'string' },
   'redundant-slots': { type: 'string' },
+  vpp: { type: 'string' },
+  schedule: { type: 'string' },
+  recompute: { type: 'string' },
+  swap: { type: 'string' },
+  'min-offload-size': { type: 'string' },
+  'offload-fraction': { type: 'string' },
+  'memory-budget': { type: 'string' },
+  overlap: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -81,6 +95,10 @@ export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptio
       parallel: v.parallel, device: v.device, deviceMemory: v['device-memory'], dispatcher: v.dispatcher, distributedOptimizer: v['distributed-optimizer'],
       trace: v.trace, placement: v.placement, placementSolver: v['placement-solver'], placementPeriod: v['placement-period'],
       placementThreshold: v['placement-threshold'], redundantSlots: v['redundant-slots'],
+    },
+    pipeline: {
+      vpp: v.vpp, schedule: v.schedule, recompute: v.recompute, swap: v.swap, minOffloadSize: v['min-offload-size'],
+      offloadFraction: v['offload-fraction'], memoryBudget: v['memory-budget'], overlap: v.overlap,
     },
   };
   problems.push(...validateRun(opts));
@@ -114,6 +132,18 @@ export async function run(argv: string[]): Promise<number> {
       `comm ${MiB(p.commBytes.total)} MiB (${Object.entries(p.commBytes.byKind).map(([k, b]) => `${k} ${MiB(b)}`).join(', ')})`);
     if (p.placement) lines.push(`placement ${p.placement.solver}: ${p.placement.migrations} re-placements, ${p.placement.migratedSlots} slots, ${MiB(p.placement.migratedBytes)} MiB migrated; ` +
       `simulated expert time ${p.placement.moeSecondsBefore.toPrecision(3)} → ${p.placement.moeSecondsAfter.toPrecision(3)} s/step, EP load max/mean ${p.placement.deviceLoadMaxOverMeanBefore.toFixed(2)} → ${p.placement.deviceLoadMaxOverMeanAfter.toFixed(2)}`);
+  }
+  if (s.pipeline) {
+    const p = s.pipeline, MiB = (b: number) => (b / 2 ** 20).toFixed(1);
+    lines.push(`simulated pp=${p.pp} vpp=${p.vpp} ${p.schedule} on ${p.device} (recompute ${p.recompute}, swap ${p.swap}): ${(1e3 * p.simulatedStepSeconds).toPrecision(3)} ms/step ` +
+      `(predicted ${(1e3 * p.predictedStepSeconds).toPrecision(3)}), bubble ${(100 * p.bubbleFraction).toFixed(1)}%`);
+    p.perDevicePeakByCategory.forEach((c, r) => lines.push(`  device ${r} [layers ${p.stageLayers[r]?.map((x) => x.join(',')).join(' | ')}]: peak ${MiB(c.total ?? 0)} MiB = ` +
+      Object.entries(c).filter(([k]) => k !== 'total').map(([k, b]) => `${k} ${MiB(b)}`).join(', ') + `; saved activations ${MiB(p.peakActivationBytes[r] ?? 0)} MiB`));
+    if (p.hostSwappedPeakBytes.some((b) => b > 0)) lines.push(`  host swapped peak ${p.hostSwappedPeakBytes.map(MiB).join(', ')} MiB`);
+    if (p.plan) lines.push(`  plan: ${p.plan.keep} kept, ${p.plan.recompute} recomputed (${MiB(p.plan.recomputedBytes)} MiB), ${p.plan.swap} swapped (${MiB(p.plan.swappedBytes)} MiB), full layers [${p.plan.fullLayers.join(',')}]`);
+    p.planner.forEach((x, r) => lines.push(`  planner rank ${r}: ${x.fits ? 'fits' : 'does NOT fit'}, predicted peak ${MiB(x.predictedPeakBytes)} of ${MiB(x.baselinePeakBytes)} MiB, +${(100 * x.predictedAddedFraction).toFixed(1)}% time; ` +
+      x.classes.filter((c) => c.decision !== 'keep').map((c) => `${c.module} ${c.decision}`).join(', ')));
+    lines.push(`  gantt: ${p.gantt}${p.trace ? `  trace: ${p.trace}` : ''}`);
   }
   for (const l of lines) log(l);
   if (parsed.json) console.log(JSON.stringify(s));

@@ -1,7 +1,7 @@
 // What a memory plan costs: peak activation bytes on the device and time added per micro-batch.
 //
 // Peak: `simulateLifecycle` (lifecycle.ts) replays the executor's rules without tensors: release
-// points in forward, one-layer-ahead prefetch, lazy recompute by block phase (rebuilt tensors of one
+// points in forward, prefetch d layers ahead, lazy recompute by block phase (rebuilt tensors of one
 // phase are resident together), full-recompute groups replayed at once, the other in-flight
 // micro-batches' kept bytes and their embedding/head records.
 //
@@ -10,9 +10,10 @@
 // replay of the executor's timeline: layer F ops, then head; each layer's swap-outs on the D2H
 // stream after its F; backward layer by layer with R (recompute, at the layer's FLOP rate without a
 // launch) before B, B waiting for its H2D; layers l−1 … l−d's H2D issued when l's backward starts
-// (d = plan.prefetchAhead), each after its D2H. Host links are full duplex (PCIe, HCCS): D2H and H2D streams are independent, each in
-// order; every copy pays the link latency. Added time = that replay minus the same replay of no plan.
-// Otherwise (pipeline steady state, 'steady'), a closed form:
+// (d = plan.prefetchAhead), each after its D2H. Host links are full duplex (PCIe, HCCS): the D2H
+// and H2D streams are independent, each in order; every copy pays the link latency. Added time =
+// that replay minus the same replay without the plan.
+// Without timing (or with the 'steady' window), a closed form:
 //   recompute = Σ recomputeFlops / flops + Σ bytes / hbmBandwidth (+ recomputeCommBytes / commBandwidth);
 //   swap      = S / hostBandwidth each way, exposed beyond the window F + B + recompute per direction.
 // Step-time increase ≈ added / (F + B): every micro-batch's backward on the stage gets longer.

@@ -10,7 +10,7 @@
 //   layer record at the end, keeping only the input.
 // Backward of one micro-batch (last layer first):
 //   the last layer's swapped entries are prefetched before the head's backward; before layer l's
-//   backward, the swapped entries of l−1 … l−d are prefetched (d = plan.prefetchAhead, default 1); inside layer l, lazy
+//   backward, those of l−1 … l−d (d = plan.prefetchAhead, default 1); inside layer l, lazy
 //   recompute walks the phases 5 → 0: the first rebuild of phase k frees every resident entry of
 //   phases > k, then all of phase k's recomputed entries come back and stay until a lower phase is
 //   rebuilt or the layer ends (the grouped-expert backward reads permutedTokens, fc1Out, fc3Out and
