@@ -2,7 +2,9 @@
 // on a simulated Ascend 910B, for no recomputation, each selective option, full recomputation,
 // swapping, and the memory planner under a budget (default 30% of the no-recomputation peak).
 // Everything is executed (real tensors, gradients checked bitwise against no recomputation); memory
-// comes from the device ledgers, time from the executed timeline (device cost functions).
+// comes from the device ledgers, time from the executed timeline (device cost functions). Each row also
+// records the cost model's prediction for the same plan (lifecycle peak, pipeline-simulated step), which
+// equals the executed numbers (tests/memory-plan-executed.test.ts pins this on a shrunken model).
 // Two layouts on one simulated node: pp=1 (one NPU, M micro-batches, every variant) and pp=4 (one
 // layer per stage, 1F1B over 8 micro-batches; none, Pangu-style selective, full, planner).
 // Usage: npx tsx bench/memory.ts [--batch 4] [--seq 256] [--micro-batches 2] [--budget 0.3] [--extra-budgets 0.35,0.4,0.45] [--no-pp1] [--no-pp4]

@@ -19,7 +19,9 @@ const dir = join(mkdtempSync(join(tmpdir(), 'ultramoe-pcli-')), 'run');
 test('train --parallel: invalid layouts and flags all listed (exit 2); a short ep=4 run reports memory and communication', () => {
   const bad = cli('train', '--override', small, '--parallel', 'tp=3,ep=3,pp=2', '--dispatcher', 'ring', '--placement', 'dynamic', '--redundant-slots=-1', '--out', dir);
   assert.is(bad.code, 2);
-  for (const s of ['--dispatcher', 'numExperts 8 is not divisible by ep=3', 'pp=2', '--redundant-slots']) assert.ok(bad.err.includes(s), `mentions ${s}:\n${bad.err}`);
+  for (const s of ['--dispatcher', 'ep=3 cannot be combined', 'tp=3 cannot be combined', 'pp', '--redundant-slots']) assert.ok(bad.err.includes(s), `mentions ${s}:\n${bad.err}`);
+  const bad2 = cli('train', '--override', small, '--parallel', 'tp=3,ep=3', '--dispatcher', 'ring', '--out', dir);
+  for (const s of ['--dispatcher', 'numExperts 8 is not divisible by ep=3']) assert.ok(bad2.err.includes(s), `mentions ${s}:\n${bad2.err}`);
   assert.not.ok(existsSync(dir));
   const pdir = `${dir}-parallel`;
   const r = cli('train', '--override', small, '--parallel', 'ep=4', '--steps', '2', '--batch', '4', '--seq', '16', '--eval-every', '0', '--eval-batches', '1',
@@ -33,6 +35,22 @@ test('train --parallel: invalid layouts and flags all listed (exit 2); a short e
   assert.ok(readFileSync(s.report, 'utf8').includes('Communication ledger'));
   assert.is(JSON.parse(readFileSync(join(pdir, 'loads.json'), 'utf8')).steps.length, 2);
   assert.ok(JSON.parse(readFileSync(join(pdir, 'trace.json'), 'utf8')).traceEvents.length > 0);
+});
+
+test('train --parallel pp=2 --recompute: per-device memory by category, bubble, Gantt SVG in the report, Perfetto trace', () => {
+  const pdir = `${dir}-pp`;
+  const r = cli('train', '--override', small, '--parallel', 'pp=2', '--micro-batches', '2', '--recompute', 'core_attn', '--steps', '2', '--batch', '2', '--seq', '16',
+    '--eval-every', '0', '--eval-batches', '1', '--device-memory', '64MiB', '--trace', join(pdir, 'trace.json'), '--out', pdir, '--json');
+  assert.is(r.code, 0, r.err);
+  const s = JSON.parse(r.last);
+  assert.is(s.pipeline.perDevicePeakByCategory.length, 2);
+  for (const k of ['weights', 'gradients', 'activations', 'total']) assert.ok(s.pipeline.perDevicePeakByCategory[1][k] > 0, k);
+  assert.ok(s.bubbleFraction > 0 && s.simulatedStepSeconds > 0 && s.pipeline.plan.recompute > 0, JSON.stringify(s.pipeline.plan));
+  const html = readFileSync(s.report, 'utf8');
+  assert.ok(html.includes('Pipeline Gantt') && html.includes('Peak memory per simulated device'));
+  assert.ok(readFileSync(s.pipeline.gantt, 'utf8').startsWith('<svg'));
+  assert.ok(JSON.parse(readFileSync(join(pdir, 'trace.json'), 'utf8')).traceEvents.length > 0);
+  assert.ok(r.err.includes('bubble') && r.err.includes('device 1 [layers'), r.err);
 });
 
 test.run();
