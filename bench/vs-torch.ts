@@ -418,7 +418,7 @@ async function main(): Promise<void> {
     preset, params: numel, batch: B, seqLen: S, steps, seed, train: tc,
     modelFlopsPerToken: fl.total, peakGflops2Core: PEAK_FLOPS_2CORE / 1e9,
     schedule: 'lockstep: all processes alive, step i of each in turn', ours: sides, torch,
-    allRuns: [...oursRuns, ...torchRuns].map((t) => ({ impl: t.impl, medianStepMs: t.medianStepMs, bestStepMs: t.bestStepMs, medianCpuMs: t.medianCpuMs, tokensPerSec: t.tokensPerSec })),
+    allRuns: [...oursRuns, ...torchRuns].map((t) => ({ impl: t.impl, medianStepMs: t.medianStepMs, bestStepMs: t.bestStepMs, medianCpuMs: t.medianCpuMs, medianFwdBwdMs: t.medianFwdBwdMs, medianOptMs: t.medianOptMs, tokensPerSec: t.tokensPerSec, peakRssMb: t.peakRssMb, profile: t.profile })),
     torchSkipped, noiseFloor, comparisons, date: new Date().toISOString(),
   };
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
@@ -430,6 +430,11 @@ async function main(): Promise<void> {
 
 /** Timing summary over the steps after the first (warm-up): median and best wall time, median CPU time. */
 function summarize(s: SideOut, flopsPerToken: number, tokens: number): void {
+  // a NaN/Infinity loss arrives as JSON null: keep it NaN (null would count as 0 in the comparisons)
+  const num = (x: unknown) => (typeof x === 'number' ? x : NaN);
+  s.losses = s.losses.map(num);
+  s.evalLmLoss = num(s.evalLmLoss);
+  for (const r of s.rows) { r.loss = num(r.loss); r.gradNorm = num(r.gradNorm); }
   const rows = s.rows.length > 1 ? s.rows.slice(1) : s.rows;
   s.medianStepMs = median(rows.map((r) => r.stepMs));
   s.bestStepMs = Math.min(...rows.map((r) => r.stepMs));
@@ -467,7 +472,7 @@ function report(s: SideOut, flopsPerToken: number): void {
   console.log(`  ${String(s.impl).padEnd(14)} median ${n(s.medianStepMs).padStart(5)} ms/step (best ${n(s.bestStepMs)}, CPU ${n(s.medianCpuMs)}; fwd+bwd ${n(s.medianFwdBwdMs)}, AdamW ${n(s.medianOptMs)})  ` +
     `${n(s.tokensPerSec).padStart(5)} tok/s (best ${n(s.tokensPerSecBest)})  ${n(s.gflops, 2)} GFLOP/s (best ${n(s.gflopsBest, 2)})  MFU ${n(100 * Number(s.localMfu), 2)}% (best ${n(100 * Number(s.localMfuBest), 2)}%)  ` +
     `peak RSS ${n(s.peakRssMb)} MB  load ${n(s.loadAvgBefore, 1)}→${n(s.loadAvgAfter, 1)}`);
-  console.log(`  ${''.padEnd(14)} losses [${s.losses.map((l) => l.toFixed(5)).join(', ')}]  (${(flopsPerToken / 1e6).toFixed(2)} MFLOP/token)`);
+  console.log(`  ${''.padEnd(14)} losses [${s.losses.map((l) => (Number.isFinite(l) ? l.toFixed(5) : String(l))).join(', ')}]  (${(flopsPerToken / 1e6).toFixed(2)} MFLOP/token)`);
 }
 
 const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === resolve(process.argv[1]);

@@ -461,6 +461,19 @@ def expected_decay(name, shape):
     return len(shape) >= 2 and name != "embedding.weight"
 
 
+def finite_json(o):
+    """JSON with non-finite floats as null (JavaScript's JSON.parse rejects NaN/Infinity)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(o))
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -550,7 +563,7 @@ def main():
 
     def emit(obj):
         if args.lockstep:
-            print(json.dumps(obj), flush=True)
+            print(finite_json(obj), flush=True)
 
     rows = []
     emit({"ready": True})
@@ -592,7 +605,7 @@ def main():
         "losses": [r["loss"] for r in rows], "rows": rows, "evalLmLoss": ev["lmLoss"],
         "medianStepMs": med, "tokensPerSec": tps, "gflops": gflops, "peakRssMb": peak_rss_mb(),
     }
-    print(json.dumps(out))
+    print(finite_json(out))
 
 
 if __name__ == "__main__":
