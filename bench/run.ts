@@ -1,7 +1,7 @@
 // `npm run bench`: runs every benchmark in bench/*.ts (this file excepted), each in its own
 // process (a crash or a leaked wasm heap cannot affect the next), passing the arguments through
 // (e.g. `npm run bench -- --quick`). Each benchmark writes its own bench/results/*.json.
-// Select some with `--only model,gemm`.
+// Select some with `--only model,gemm`; `--vs-torch` adds the PyTorch side-by-side run.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -15,6 +15,8 @@ const pass = onlyAt >= 0 ? argv.filter((_, i) => i !== onlyAt && i !== onlyAt + 
 const files = readdirSync(here)
   .filter((f) => f.endsWith('.ts') && f !== 'run.ts')
   .filter((f) => !only || only.includes(f.replace(/\.ts$/, '')))
+  // The PyTorch comparison needs Debian's python3-torch and takes minutes: only on request.
+  .filter((f) => f !== 'vs-torch.ts' || argv.includes('--vs-torch') || !!only?.includes('vs-torch'))
   .sort();
 
 let failed = 0;
