@@ -7,7 +7,11 @@
 // TP communication bytes are checked against the Megatron pattern (perf-model §2.6): per layer one
 // all-reduce of the [T, H] activation forward (g) and one backward (f) per attention/MLP, ring bytes
 // 2(n−1)/n·S per rank; the MoE's sequence-parallel all-gather moves (n−1)/n·S per rank.
-import { forEachBackend, assert, assertClose } from './support/backends.ts';
+// Sequence parallelism of the dense layers (sequenceParallel: true, Megatron SP: norms and residual on
+// the token shard, all-gather before each column-parallel input, reduce-scatter after each row-parallel
+// output, the embedding reduce-scattered, the head's input all-gathered) gives the same numbers; its
+// bytes are (n−1)·S per all-gather / reduce-scatter (ring, all ranks of the group).
+import { forEachBackend, assert, assertClose, assertNoLeak } from './support/backends.ts';
 import { resolveConfig, type AuxLossType, type ModelConfig } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
@@ -27,10 +31,10 @@ function makeCfg(aux: AuxLossType, attention: 'mla' | 'gqa'): ModelConfig {
 const tokens = Int32Array.from({ length: B * S }, (_, i) => (i * 7 + 3) % V);
 const targets = Int32Array.from({ length: B * S }, (_, i) => (i * 5 + 1) % V);
 
-function check(layout: string, aux: AuxLossType, attention: 'mla' | 'gqa', M = 1): { pm: ParallelModel; cluster: Cluster } {
+function check(layout: string, aux: AuxLossType, attention: 'mla' | 'gqa', M = 1, sequenceParallel = false): { pm: ParallelModel; cluster: Cluster } {
   const cfg = makeCfg(aux, attention);
   const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 2 });
-  const pm = new ParallelModel(cfg, cluster, { layout, seed: 5 });
+  const pm = new ParallelModel(cfg, cluster, { layout, seed: 5, sequenceParallel });
   const rep = pm.forwardBackward(tokens, targets, B, S, { microBatches: M });
   const single = new MoEGPT(cfg, 5);
   const ref = referenceStep(single, pm.layout, tokens, targets, B, S, M);
@@ -67,11 +71,32 @@ forEachBackend('parallel TP equals single device', (test) => {
     full.dispose(); pm.dispose();
   });
 
+  for (const [layout, aux, attn, M] of [
+    ['tp=2', 'switch', 'mla', 1], ['tp=2,ep=2,dp=2', 'ep-group', 'gqa', 1], ['tp=2,ep=2,dp=4', 'global', 'mla', 2],
+  ] as const) test(`sequence parallel ${layout} (${attn}, ${aux} aux, ${M} micro-batches): loss and every gradient shard`, () => check(layout, aux, attn, M, true).pm.dispose());
+
+  test('sequence-parallel bytes: (n−1)·S per all-gather / reduce-scatter, no all-reduce of activations', async () => {
+    const { pm, cluster } = check('tp=2', 'switch', 'gqa', 1, true);
+    const Sact = B * S * H * 4, n = 2, per = (n - 1) * Sact;   // ring over the one TP group, summed over its ranks
+    const sum = (prefix: string) => cluster.commLedger.records.filter((r) => r.label.startsWith(prefix)).reduce((a, r) => a + r.bytes, 0);
+    assert.is(sum('tp.sp.ag '), 4 * per);          // before attn (2 layers), dense mlp, LM head
+    assert.is(sum('tp.sp.rs '), 4 * per);          // embedding, after attn (2 layers), dense mlp
+    assert.is(sum('tp.sp.bwd.ag '), 4 * per);      // their backward: embedding, attn ×2, mlp
+    assert.is(sum('tp.sp.bwd.rs '), 4 * per);      // LM head input, attn ×2, mlp
+    for (const gone of ['tp.g.fwd', 'tp.f.bwd', 'tp.embedding', 'tp.sp.fwd', 'tp.sp.bwd ']) assert.is(sum(gone), 0, gone);
+    // the norms see only the rank's tokens: their gradients are reduced over TP×DP
+    const norms = pm.params[0].names().filter((x) => /norm/i.test(x) && !/\.attn\./.test(x));
+    assert.ok(norms.length >= 5 && norms.every((x) => pm.tpPartialParams.has(x)), `norm weights are TP-partial: ${norms}`);
+    await assertNoLeak(() => { pm.forwardBackward(tokens, targets, B, S); pm.zeroGrad(); }, 'sequence-parallel forwardBackward');
+    pm.dispose();
+  });
+
   test('unsupported combinations are rejected before any work', () => {
     const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1 });
     assert.throws(() => new ParallelModel(makeCfg('seq', 'gqa'), cluster, { layout: 'tp=2', seed: 1 }), /'seq' aux loss is not supported with tp > 1/);
     assert.throws(() => new ParallelModel(makeCfg('switch', 'gqa'), cluster, { layout: 'tp=2,pp=2', seed: 1 }), /pp=2 is not implemented/);
     assert.throws(() => new ParallelModel(makeCfg('switch', 'mla'), cluster, { layout: 'tp=2,cp=2', seed: 1 }), /cp=2 needs attention 'gqa'/);
     assert.throws(() => new ParallelModel(makeCfg('switch', 'gqa'), cluster, { layout: 'tp=4,dp=4', seed: 1 }), /only 8[\s\S]*numKvHeads 2 is not divisible by tp=4/);
+    assert.throws(() => new ParallelModel(makeCfg('switch', 'gqa'), cluster, { layout: 'tp=2,cp=2', seed: 1, sequenceParallel: true }), /sequenceParallel with cp=2 is not implemented/);
   });
 }, ['wasm']);

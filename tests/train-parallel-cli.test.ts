@@ -44,7 +44,7 @@ test('train --parallel pp=2 --recompute: per-device memory by category, bubble, 
   assert.is(r.code, 0, r.err);
   const s = JSON.parse(r.last);
   assert.is(s.pipeline.perDevicePeakByCategory.length, 2);
-  for (const k of ['weights', 'gradients', 'activations', 'total']) assert.ok(s.pipeline.perDevicePeakByCategory[1][k] > 0, k);
+  for (const k of ['weights', 'gradients', 'optimizer', 'activations', 'total']) assert.ok(s.pipeline.perDevicePeakByCategory[1][k] > 0, k);
   assert.ok(s.bubbleFraction > 0 && s.simulatedStepSeconds > 0 && s.pipeline.plan.recompute > 0, JSON.stringify(s.pipeline.plan));
   const html = readFileSync(s.report, 'utf8');
   assert.ok(html.includes('Pipeline Gantt') && html.includes('Peak memory per simulated device'));

@@ -46,7 +46,7 @@ forEachBackend('train pipeline', (test) => {
       const { losses, summary } = await piped(t, parallel, raw, 3);
       assertClose(losses, ref, 1e-5, `${parallel} ${JSON.stringify(raw)} losses`);
       assert.is(summary.perDevicePeakByCategory.length, 2);
-      assert.ok(summary.perDevicePeakByCategory.every((c) => c.weights > 0 && c.activations > 0 && c.total > 0), 'peaks by category');
+      assert.ok(summary.perDevicePeakByCategory.every((c) => c.weights > 0 && c.optimizer === 2 * c.weights && c.activations > 0 && c.total > 0), JSON.stringify(summary.perDevicePeakByCategory));
       assert.ok(summary.bubbleFraction > 0 && summary.bubbleFraction < 1, `bubble ${summary.bubbleFraction}`);
       assert.ok(summary.simulatedStepSeconds > 0);
       assert.equal(summary.stageLayers.flat(2).sort(), [0, 1, 2, 3]);
@@ -57,7 +57,7 @@ forEachBackend('train pipeline', (test) => {
     const t = tc({ steps: 2, microBatches: 2 });
     const plain = await piped(t, undefined, { recompute: 'none' }, 2);
     assertClose(plain.losses, single(t, 2), 1e-5, 'pp=1 executor vs trainer');
-    for (const [parallel, raw] of [[undefined, { recompute: 'full' }], [undefined, { recompute: 'core_attn,moe_act,norm' }], [undefined, { swap: 'core_attn' }], ['pp=2', { recompute: 'full' }], ['pp=2', { recompute: 'core_attn', swap: 'moe_act' }]] as [string | undefined, RawPipelineFlags][]) {
+    for (const [parallel, raw] of [[undefined, { recompute: 'full' }], [undefined, { recompute: 'full', recomputeNumLayers: '2' }], [undefined, { recompute: 'core_attn,moe_act,norm' }], [undefined, { swap: 'core_attn' }], ['pp=2', { recompute: 'full' }], ['pp=2', { recompute: 'core_attn', swap: 'moe_act' }]] as [string | undefined, RawPipelineFlags][]) {
       const r = await piped(t, parallel, raw, 2);
       assertClose(r.losses, plain.losses, 1e-6, `${parallel} ${JSON.stringify(raw)}`);
       if (raw.swap) assert.ok(r.summary.hostSwappedPeakBytes[0] > 0, `host swapped bytes ${JSON.stringify(r.summary.hostSwappedPeakBytes)} ${JSON.stringify(r.summary.plan)}`);
@@ -81,9 +81,9 @@ forEachBackend('train pipeline', (test) => {
     has('ep=2 cannot be combined'); has('tp=2 cannot be combined'); has('--overlap on is not executed with pp=2'); has('--dispatcher applies to --parallel');
     assert.ok(p.every((x) => !x.includes('\n')), 'one line each');
     assert.ok(p.filter((x) => x.includes('cannot be combined')).every((x) => x.includes('tp, cp, dp and ep must be 1')));
-    const q = problemsOf(['--parallel', 'pp=4', '--vpp', '2', '--schedule', '1f1b', '--recompute', 'full,bogus', '--swap', 'nope', '--memory-budget', 'x', '--offload-fraction', '2']);
+    const q = problemsOf(['--parallel', 'pp=4', '--vpp', '2', '--schedule', '1f1b', '--recompute', 'full,bogus', '--swap', 'nope', '--memory-budget', 'x', '--offload-fraction', '2', '--recompute-num-layers', '0']);
     const hasQ = (s: string) => assert.ok(q.some((x) => x.includes(s)), `'${s}' in:\n${q.join('\n')}`);
-    hasQ('--schedule 1f1b needs --vpp 1'); hasQ("unknown: 'full,bogus'"); hasQ("unknown: 'nope'"); hasQ('--memory-budget must be a size'); hasQ('--offload-fraction must be in (0, 1]');
+    hasQ('--schedule 1f1b needs --vpp 1'); hasQ("unknown: 'bogus'"); hasQ("'full' stands alone"); hasQ("unknown: 'nope'"); hasQ('--memory-budget must be a size'); hasQ('--offload-fraction must be in (0, 1]'); hasQ('--recompute-num-layers needs --recompute full'); hasQ('--recompute-num-layers must be an integer');
     const r = problemsOf(['--parallel', 'pp=4', '--vpp', '2']);   // tiny: 4 layers < 8 chunks
     assert.ok(r.some((x) => x.includes('numLayers 4')), r.join('\n'));
     assert.equal(problemsOf(['--parallel', 'pp=2', '--micro-batches', '4', '--recompute', 'core_attn,moe_act', '--device-memory', '64MiB']), []);

@@ -106,10 +106,12 @@ function planOf(inputs: { a: TensorInfo; b: TensorInfo }, attrs: { mode: Mode; c
 // is alive: the packing is paid once per weight version (tfjs tensors are immutable and an optimizer
 // update assigns a new tensor), i.e. once per optimizer step rather than once per call, micro-batch
 // and recompute replay. Banks whose tensor was disposed are released at the next call; at most
-// MAX_BANKS banks (least recently used first out) keep their packed copies.
+// CACHE_BYTES of packed copies are kept (a bank counts 3× its weight: XNNPACK's packed w_e, the
+// transposed copy and its packing), least recently used banks first out.
 interface Bank { dataId: object; off: number; E: number; H: number; F: number; ids: Int32Array; tIds: Int32Array; tBuf: number }
 const banks: Bank[] = [];
-const MAX_BANKS = 48;
+const CACHE_BYTES = 384 * 2 ** 20;
+const bankBytes = (k: { E: number; H: number; F: number }) => 12 * k.E * k.H * k.F;
 let bankBackend: WasmInternals | null = null;
 
 function releaseBank(b: WasmInternals, k: Bank): void {
@@ -126,7 +128,9 @@ function bankOf(b: WasmInternals, w: TensorInfo, off: number, E: number, H: numb
   }
   let i = banks.findIndex((k) => k.dataId === w.dataId && k.E === E && k.H === H && k.F === F);
   if (i < 0) {
-    if (banks.length >= MAX_BANKS) releaseBank(b, banks.shift()!);
+    let total = bankBytes({ E, H, F });
+    for (const k of banks) total += bankBytes(k);
+    while (banks.length && total > CACHE_BYTES) { const k = banks.shift()!; total -= bankBytes(k); releaseBank(b, k); }
     banks.push({ dataId: w.dataId, off, E, H, F, ids: new Int32Array(E), tIds: new Int32Array(E), tBuf: 0 });
     i = banks.length - 1;
   } else if (i !== banks.length - 1) banks.push(banks.splice(i, 1)[0]); // most recently used last

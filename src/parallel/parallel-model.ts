@@ -51,6 +51,10 @@ export interface ParallelModelOptions {
   /** sharded optimizer state: gradients stay per rank here and are reduce-scattered by
    *  dp/distributed-adamw.ts (default false: gradients are all-reduced in forwardBackward) */
   distributedOptimizer?: boolean;
+  /** Megatron sequence parallelism of the dense layers under TP (tp > 1; not with cp > 1): the residual
+   *  stream, norms and post-norms run on the rank's token shard [T/tp, H]; all-gather before the
+   *  column-parallel attention/MLP input, reduce-scatter after the row-parallel output (default false) */
+  sequenceParallel?: boolean;
   /** validate the batch shape too */
   globalBatch?: number; seqLen?: number; microBatches?: number;
 }
@@ -100,6 +104,8 @@ export class ParallelModel {
   private readonly vpHead: VocabParallelHead | null = null;
   private readonly actAllocs = new Map<string, Allocation>();
   private gradAllocs: Array<[number, Allocation]> = [];
+  /** dense-layer sequence parallelism in force (opts.sequenceParallel with tp > 1) */
+  readonly sequenceParallel: boolean;
 
   constructor(readonly cfg: ModelConfig, readonly cluster: Cluster, readonly opts: ParallelModelOptions) {
     this.layout = resolveLayout(opts.layout, {
@@ -121,7 +127,9 @@ export class ParallelModel {
       if (cfg.attention !== 'gqa') problems.push(`cp=${L.cp} needs attention 'gqa' (context-parallel MLA is not implemented)`);
       if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) problems.push("'seq' aux loss is not supported with cp > 1");
     }
+    if (opts.sequenceParallel && L.cp > 1) problems.push(`sequenceParallel with cp=${L.cp} is not implemented`);
     if (problems.length) throw new Error(`ParallelModel: ${problems.join('; ')}`);
+    this.sequenceParallel = !!opts.sequenceParallel && L.tp > 1;
     // groups over the first `world` devices of the cluster (Megatron rank order, device/groups.ts)
     const dims = resolveDims(L.world, { tp: L.tp, cp: L.cp, dp: L.dp, pp: L.pp, ep: L.ep, etp: L.etp });
     const groups = (kind: GroupKind) => groupsOf(kind, dims).map((ranks) => ({ kind, ranks }));
@@ -151,6 +159,8 @@ export class ParallelModel {
     x.expert.forEach((n) => this.expertParams.add(n));
     x.tpSharded.forEach((n) => this.tpShardedParams.add(n));
     x.tpPartial.forEach((n) => this.tpPartialParams.add(n));
+    // SP: every replicated parameter (the norms) sees only the rank's tokens → partial gradients per TP rank
+    if (this.sequenceParallel) for (const n of x.model.params.names()) if (!this.expertParams.has(n) && !this.tpShardedParams.has(n)) this.tpPartialParams.add(n);
     for (const [l, layer] of x.moe) {
       const list = this.epLayers.get(l) ?? [];
       list[r] = layer;
@@ -160,6 +170,24 @@ export class ParallelModel {
     this.replicas.push(x.model);
     this.params.push(x.model.params);
     this.grads.push(new GradStore());
+  }
+
+  /** MoE block indices (ascending) whose layers run expert-parallel. */
+  get moeLayers(): number[] { return [...this.epLayers.keys()].sort((a, b) => a - b); }
+
+  /** Rank `rank`'s view of MoE block `layer`: its replica's MoELayer and its local expert bank. */
+  expertBank(rank: number, layer: number): EPRankLayer {
+    const v = this.epLayers.get(layer)?.[rank];
+    if (!v) throw new Error(`expertBank: block ${layer} is not a MoE layer or rank ${rank} is outside the world of ${this.layout.world}`);
+    return v;
+  }
+
+  /**
+   * Swap rank `rank`'s local expert bank of MoE block `layer` (e.g. a bank of R/P redundant slots,
+   * placement/replica-banks.ts). The caller keeps pm.params[rank] and the memory ledger in step.
+   */
+  setExpertBank(rank: number, layer: number, experts: EPRankLayer['experts']): void {
+    this.expertBank(rank, layer).experts = experts;
   }
 
   /** The group that reduces parameter `name` on `rank`. */
@@ -268,7 +296,9 @@ export class ParallelModel {
     const bsh = (x: tf.Tensor) => tf.reshape(x, [b, S, H]);
     try {
       // --- forward
-      let h = this.vpEmbedding ? this.vpEmbedding.forward(perRank(tok), emb).map((x) => { const y = bsh(x); x.dispose(); return y; })
+      const sp = this.sequenceParallel, Ts = sp ? T / this.layout.tp : T;
+      const res = (x: tf.Tensor) => (sp ? tf.reshape(x, [Ts, H]) : bsh(x));   // the residual stream's shape
+      let h = this.vpEmbedding ? this.vpEmbedding.forward(perRank(tok), emb, sp).map((x) => { const y = res(x); x.dispose(); return y; })
         : perRank((r) => this.replicas[r].embed(tok(r), b, S, emb[r]));                                         // [b, S, H]
       this.replicas[0].blocks.forEach((_, l) => {
         const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
@@ -278,9 +308,14 @@ export class ParallelModel {
           const normed = tidyAll((r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));
           aPart = cpAttn.forward(`layers.${l}.attn`, this.params, normed, recs);
           tf.dispose(normed);
+        } else if (sp) {
+          const nS = tidyAll((r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));                       // [T/tp, H]
+          const nF = tp.gatherToTP(nS, `L${l}.attn`);                                                          // [T, H]
+          aPart = tidyAll((r) => tf.reshape(this.attn[r][l].forward(bsh(nF[r]), recs[r], ctxs[r]), [T, H]));
+          tf.dispose([...nS, ...nF]);
         } else aPart = tidyAll((r) => this.attn[r][l].forward(blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]), recs[r], ctxs[r]));
         if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn fwd`, { flops: 2 * T * attnParams(this.params[r], l) }));
-        const a = tp.reduceFromTP(aPart, `L${l}.attn`);
+        const a = sp ? tp.reduceScatterToSP(aPart, `L${l}.attn`) : tp.reduceFromTP(aPart, `L${l}.attn`);
         const pre = ranks.map((r) => tf.tidy(() => {
           const a2 = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.forward(a[r], recs[r], ctxs[r]) : a[r];
           const h1 = tf.add(h[r], a2);
@@ -288,7 +323,8 @@ export class ParallelModel {
         }));
         tf.dispose([...h, ...aPart, ...a]);
         let m: tf.Tensor[];
-        if (blocks[0].moe) {
+        if (blocks[0].moe && sp) m = this.moe.forward(this.epLayers.get(l)!, pre.map((p) => p.n), recs, ctxs, scales);   // already [T/tp, H]
+        else if (blocks[0].moe) {
           // sequence-parallel region: each TP rank routes its slice of the tokens
           const n2 = pre.map((p) => tf.reshape(p.n, [T, H]));
           const nSP = tp.scatterToSP(n2);
@@ -297,13 +333,15 @@ export class ParallelModel {
           m = tp.gatherFromSP(y, `L${l}.moe`);
           tf.dispose([...nSP, ...y]);
         } else {
-          const part = tidyAll((r) => this.mlp[r][l]!.forward(tf.reshape(pre[r].n, [T, H]), recs[r], ctxs[r]));
+          const nF = sp ? tp.gatherToTP(pre.map((p) => p.n), `L${l}.mlp`) : null;
+          const part = tidyAll((r) => this.mlp[r][l]!.forward(tf.reshape(nF ? nF[r] : pre[r].n, [T, H]), recs[r], ctxs[r]));
+          if (nF) tf.dispose(nF);
           ranks.forEach((r) => this.clock.compute(r, `L${l} mlp fwd`, { flops: 2 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
-          m = tp.reduceFromTP(part, `L${l}.mlp`);
+          m = sp ? tp.reduceScatterToSP(part, `L${l}.mlp`) : tp.reduceFromTP(part, `L${l}.mlp`);
           tf.dispose(part);
         }
         h = tidyAll((r) => {
-          let y = bsh(m[r]);
+          let y = res(m[r]);
           if (blocks[r].mlpPostNorm) y = blocks[r].mlpPostNorm!.forward(y, recs[r], ctxs[r]);
           return tf.add(pre[r].h1, y);
         });
@@ -311,17 +349,19 @@ export class ParallelModel {
       });
       let ce: number[];
       if (this.vpHead) {
-        const x = tidyAll((r) => tf.reshape(this.replicas[r].head.norm.forward(h[r], heads[r]), [T, H]));
+        const xN = tidyAll((r) => tf.reshape(this.replicas[r].head.norm.forward(h[r], heads[r]), [Ts, H]));
+        const x = sp ? tp.gatherToTP(xN, 'head') : xN;
         ce = this.vpHead.forward(x, perRank(tgt), heads);
         tf.dispose(x);
+        if (sp) tf.dispose(xN);
       } else ce = ranks.map((r) => { const t = tf.tidy(() => this.replicas[r].head.loss(h[r], tgt(r), heads[r])); const v = t.dataSync()[0]; t.dispose(); return v; });
       ranks.forEach((r) => this.clock.compute(r, 'head fwd', { gemm: [T, this.cfg.vocabSize / this.layout.tp, H] }));
       tf.dispose(h);
       // --- backward
       let d: tf.Tensor[];
       if (this.vpHead) {
-        const dx = this.vpHead.backward(ctxs.map((c) => c.lossScale), heads, this.grads);
-        d = tidyAll((r) => this.replicas[r].head.norm.backward(bsh(dx[r]), heads[r], this.grads[r]));
+        const dx = this.vpHead.backward(ctxs.map((c) => c.lossScale), heads, this.grads, sp);
+        d = tidyAll((r) => this.replicas[r].head.norm.backward(res(dx[r]), heads[r], this.grads[r]));
         tf.dispose(dx);
       } else d = tidyAll((r) => this.replicas[r].head.backward(ctxs[r].lossScale, heads[r], this.grads[r], [b, S, H]));
       ranks.forEach((r) => this.clock.compute(r, 'head bwd', { gemm: [T, 2 * this.cfg.vocabSize / this.layout.tp, H] }));
@@ -329,7 +369,8 @@ export class ParallelModel {
         const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
         const dm = tidyAll((r) => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(d[r])));
         let dn: tf.Tensor[];
-        if (blocks[0].moe) {
+        if (blocks[0].moe && sp) dn = this.moe.backward(this.epLayers.get(l)!, dm, recs, this.grads, scales);
+        else if (blocks[0].moe) {
           const dm2 = dm.map((x) => tf.reshape(x, [T, H]));
           const dSP = tp.gatherFromSPBackward(dm2);
           tf.dispose(dm2);
@@ -337,29 +378,36 @@ export class ParallelModel {
           dn = tp.scatterToSPBackward(dx, `L${l}.moe`);
           tf.dispose([...dSP, ...dx]);
         } else {
-          const part = tidyAll((r) => this.mlp[r][l]!.backward(tf.reshape(dm[r], [T, H]), recs[r], this.grads[r], ctxs[r]));
+          const dmF = sp ? tp.reduceScatterToSPBackward(dm, `L${l}.mlp`) : null;
+          const part = tidyAll((r) => this.mlp[r][l]!.backward(tf.reshape(dmF ? dmF[r] : dm[r], [T, H]), recs[r], this.grads[r], ctxs[r]));
+          if (dmF) tf.dispose(dmF);
           ranks.forEach((r) => this.clock.compute(r, `L${l} mlp bwd`, { flops: 4 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
-          dn = tp.copyToTPBackward(part, `L${l}.mlp`);
+          dn = sp ? tp.gatherToTPBackward(part, `L${l}.mlp`) : tp.copyToTPBackward(part, `L${l}.mlp`);
           tf.dispose(part);
         }
-        const dh1 = tidyAll((r) => tf.add(d[r], blocks[r].mlpNorm.backward(bsh(dn[r]), recs[r], this.grads[r], ctxs[r])));
+        const dh1 = tidyAll((r) => tf.add(d[r], blocks[r].mlpNorm.backward(res(dn[r]), recs[r], this.grads[r], ctxs[r])));
         let daPart: tf.Tensor[];
         if (cpAttn) {
           const daIn = tidyAll((r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(dh1[r])));
           daPart = cpAttn.backward(`layers.${l}.attn`, this.params, daIn, recs, this.grads);
           tf.dispose(daIn);
+        } else if (sp) {
+          const daS = tidyAll((r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(dh1[r])));
+          const daF = tp.reduceScatterToSPBackward(daS, `L${l}.attn`);                                        // [T, H]
+          daPart = tidyAll((r) => tf.reshape(this.attn[r][l].backward(bsh(daF[r]), recs[r], this.grads[r], ctxs[r]), [T, H]));
+          tf.dispose([...daS, ...daF]);
         } else daPart = tidyAll((r) => {
           const da = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : dh1[r];
           return this.attn[r][l].backward(da, recs[r], this.grads[r], ctxs[r]);
         });
         if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn bwd`, { flops: 4 * T * attnParams(this.params[r], l) }));
-        const da = tp.copyToTPBackward(daPart, `L${l}.attn`);
+        const da = sp ? tp.gatherToTPBackward(daPart, `L${l}.attn`) : tp.copyToTPBackward(daPart, `L${l}.attn`);
         const dPrev = tidyAll((r) => tf.add(dh1[r], blocks[r].attnNorm.backward(da[r], recs[r], this.grads[r], ctxs[r])));
         ranks.forEach((r) => recs[r].dispose());
         tf.dispose([...d, ...dm, ...dn, ...dh1, ...daPart, ...da]);
         d = dPrev;
       }
-      if (this.vpEmbedding) this.vpEmbedding.backward(d, emb, this.grads);
+      if (this.vpEmbedding) this.vpEmbedding.backward(d, emb, this.grads, sp);
       else ranks.forEach((r) => tf.tidy(() => { this.replicas[r].embedding.backward(tf.reshape(d[r], [T, H]), emb[r], this.grads[r], ctxs[r]).dispose(); }));
       tf.dispose(d);
       return ce;

@@ -19,6 +19,8 @@ export interface PipelineFlags {
   schedule: PipelineSchedule;
   /** 'none' | 'full' | module classes */
   recompute: string;
+  /** layers per full-recompute group (Megatron recompute_num_layers, uniform); 1 unless --recompute full */
+  recomputeNumLayers: number;
   /** 'none' | module classes */
   swap: string;
   minOffloadSize?: number;
@@ -32,14 +34,14 @@ export interface PipelineFlags {
 }
 
 export interface RawPipelineFlags {
-  vpp?: string; schedule?: string; recompute?: string; swap?: string; minOffloadSize?: string; offloadFraction?: string;
+  vpp?: string; schedule?: string; recompute?: string; recomputeNumLayers?: string; swap?: string; minOffloadSize?: string; offloadFraction?: string;
   memoryBudget?: string; overlap?: string;
 }
 
 /** What the pipeline executor runs, for the problem lines. */
 export const PIPELINE_SUPPORTED = 'the pipeline executor runs pp (with vpp) alone: tp, cp, dp and ep must be 1; for tp/cp/dp/ep use --parallel without pp, --vpp, --schedule, --recompute, --swap and --memory-budget';
 
-const PIPE_KEYS = ['vpp', 'schedule', 'recompute', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const;
+const PIPE_KEYS = ['vpp', 'schedule', 'recompute', 'recomputeNumLayers', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const;
 const flagName = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 /** Whether the run goes through the pipeline executor: pp > 1 in --parallel, or any executor flag. */
@@ -87,12 +89,19 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   const classes = (flag: string, s: string, extra: string[]) => {
     if (extra.includes(s)) return;
     const names = s.split(',').map((x) => x.trim()).filter(Boolean);
-    const bad = names.filter((n) => !(MODULE_CLASSES as readonly string[]).includes(n));
+    const bad = names.filter((n) => !(MODULE_CLASSES as readonly string[]).includes(n) && !extra.includes(n));
+    const alone = names.filter((n) => extra.includes(n));
     if (!names.length || bad.length) p.push(`${flag} must be ${extra.join(', ')} or module classes (${MODULE_CLASSES.join(', ')}); unknown: '${bad.join(',') || s}'`);
+    if (alone.length) p.push(`${flag}: '${alone.join(',')}' stands alone, not in a list of module classes (got '${s}')`);
   };
   const recompute = raw.recompute ?? 'none', swap = raw.swap ?? 'none';
   classes('--recompute', recompute, ['none', 'full']);
   classes('--swap', swap, ['none']);
+  const recomputeNumLayers = raw.recomputeNumLayers === undefined ? 1 : Number(raw.recomputeNumLayers);
+  if (raw.recomputeNumLayers !== undefined) {
+    if (recompute !== 'full') p.push('--recompute-num-layers needs --recompute full');
+    if (!(Number.isInteger(recomputeNumLayers) && recomputeNumLayers >= 1)) p.push(`--recompute-num-layers must be an integer >= 1 (got '${raw.recomputeNumLayers}')`);
+  }
   let minOffloadSize: number | undefined, offloadFraction: number | undefined, memoryBudget: number | undefined;
   if (raw.minOffloadSize !== undefined) { minOffloadSize = parseBytes(raw.minOffloadSize); if (!(minOffloadSize >= 0)) p.push(`--min-offload-size must be a size like 1MiB or 4096 (got '${raw.minOffloadSize}')`); }
   if (raw.offloadFraction !== undefined) { offloadFraction = Number(raw.offloadFraction); if (!(offloadFraction > 0 && offloadFraction <= 1)) p.push(`--offload-fraction must be in (0, 1] (got '${raw.offloadFraction}')`); }
@@ -110,5 +119,5 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   }
   const device = common.device ?? 'ascend-910b';
   try { resolveSpec(device, hbmBytes && hbmBytes > 0 ? { hbmBytes } : {}); } catch (e) { p.push(`--device: ${(e as Error).message}`); }
-  return { flags: { pp, vpp, schedule, recompute, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null }, problems: p };
+  return { flags: { pp, vpp, schedule, recompute, recomputeNumLayers, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null }, problems: p };
 }

@@ -10,6 +10,8 @@ import type { DeviceSpec } from '../device/specs.ts';
 import type { MoEGPT } from '../model/gpt.ts';
 import type { GradStore, RouterStats } from '../model/module.ts';
 import { exposedSwap } from '../parallel/exec/report.ts';
+import { execLayout } from '../parallel/exec/layout.ts';
+import { partitionLayers, type Partition } from '../parallel/pipeline/partition.ts';
 import { runTrainStep, type TrainStepResult } from '../parallel/exec/train-step.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 import type { ReportTable } from './report.ts';
@@ -27,7 +29,7 @@ export interface PipelineRunSummary {
   recompute: string; swap: string; minOffloadSize: number | null; offloadFraction: number | null; memoryBudget: number | null;
   /** layers of each pipeline rank's chunks, e.g. [[0,1],[4,5]] */
   stageLayers: number[][][];
-  /** per device: peak HBM bytes per category (weights, gradients, activations, comm, total), max over steps */
+  /** per device: peak HBM bytes per category (weights, gradients, optimizer, activations, comm, total), max over steps */
   perDevicePeakByCategory: Record<string, number>[];
   perDevicePeakMemoryBytes: number[];
   /** peak resident saved activations per rank (SavedActivations ledger), max over steps */
@@ -71,9 +73,11 @@ export class PipelineEngine {
   async step(model: MoEGPT, microBatches: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): Promise<PipelineStepResult> {
     const f = this.flags;
     const cluster = new Cluster({ spec: this.spec, nodes: 1, devicesPerNode: f.pp });
+    const part = this.partitionOf(model, microBatches[0].batch, microBatches[0].seqLen);
+    this.chargeOptimizer(model, cluster, part);
     const r = await runTrainStep(model, {
       pp: f.pp, vpp: f.vpp, schedule: f.schedule, microBatches, cluster,
-      ...(f.memoryBudget !== undefined ? { memoryBudget: f.memoryBudget } : { recompute: f.recompute, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction }),
+      ...(f.memoryBudget !== undefined ? { memoryBudget: f.memoryBudget } : { recompute: f.recompute, recomputeNumLayers: f.recomputeNumLayers, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction }),
       gantt: false,
     });
     const M = microBatches.length, mean = (k: 'lmLoss' | 'auxLoss' | 'zLoss') => r.run.reports.reduce((a, x) => a + x[k], 0) / M;
@@ -85,6 +89,8 @@ export class PipelineEngine {
     const busy = ranks.map((d) => cluster.timeline.events.filter((e) => e.device === d && e.stream === 'compute').reduce((a, e) => a + e.end - e.start, 0));
     const exp = exposedSwap(cluster, ranks);
     this.lastTimeline = ranks.map((d) => ({ device: d, computeBusy: busy[d], exposedSwap: exp[d] }));
+    if (r.partition.stageOfLayer.join() !== part.stageOfLayer.join())
+      throw new Error(`pipeline engine: the executor partitioned layers as [${r.partition.stageOfLayer}], the optimizer state was charged for [${part.stageOfLayer}]`);
     if (!this.first) {
       const stageLayers = r.partition.stages.map((st) => st.chunks.map((c) => { const ch = r.partition.chunks[c.index]; return Array.from({ length: ch.end - ch.start }, (_, i) => ch.start + i); }));
       this.first = { plan: r.plan, planner: r.planner, predicted: r.predictedStepSeconds, stageLayers };
@@ -95,6 +101,29 @@ export class PipelineEngine {
       routerStats: r.run.contexts.flatMap((c) => c.routerStats ?? []),
       simSeconds: r.stepTimeSeconds, bubbleFraction: r.bubbleFraction,
     };
+  }
+
+  /** The executor's partition (same inputs as runTrainStep: execLayout FLOPs per layer, partitionLayers). */
+  private partitionOf(model: MoEGPT, batch: number, seqLen: number): Partition {
+    if (!this.part) {
+      const lay = execLayout(model.cfg, batch, seqLen, {});
+      this.part = partitionLayers(Array.from({ length: model.cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0), this.flags.pp, this.flags.vpp);
+    }
+    return this.part;
+  }
+  private part: Partition | null = null;
+
+  /** fp32 AdamW moments m and v of each rank's parameters (the owners the executor charges weights to). */
+  private chargeOptimizer(model: MoEGPT, cluster: Cluster, part: Partition): void {
+    const C = part.chunks.length;
+    for (const [name, v] of model.params.vars) {
+      const owners = new Set<number>();
+      const m = /^layers\.(\d+)\./.exec(name);
+      if (m) owners.add(part.stageOfLayer[Number(m[1])]);
+      else if (name.startsWith('embedding.')) { owners.add(part.chunks[0].stage); if (model.cfg.tieEmbeddings) owners.add(part.chunks[C - 1].stage); }
+      else owners.add(part.chunks[C - 1].stage);
+      for (const r of owners) cluster.device(r).hbm.alloc('optimizer', `adam ${name}`, 2 * v.size * 4);
+    }
   }
 
   /** The Gantt SVG of the last step (rendered on demand: vega is slow-ish). */
@@ -136,7 +165,7 @@ export function pipelineTables(p: PipelineRunSummary): ReportTable[] {
   const cats = [...new Set(p.perDevicePeakByCategory.flatMap((c) => Object.keys(c)))].filter((c) => c !== 'total').sort();
   const tables: ReportTable[] = [
     { title: `Peak memory per simulated device (MiB), pp=${p.pp} vpp=${p.vpp} ${p.schedule} on ${p.device}`,
-      note: `Max over steps; per-category peaks need not coincide in time. recompute ${p.recompute}, swap ${p.swap}${p.memoryBudget !== null ? `, budget ${MiB(p.memoryBudget)} MiB` : ''}. AdamW moments are not charged by the executor.`,
+      note: `Max over steps; per-category peaks need not coincide in time; optimizer = fp32 AdamW m and v of the rank's parameters. recompute ${p.recompute}, swap ${p.swap}${p.memoryBudget !== null ? `, budget ${MiB(p.memoryBudget)} MiB` : ''}.`,
       columns: ['rank', 'layers', 'peak', ...cats, 'saved activations', 'host swapped (node)'],
       rows: p.perDevicePeakMemoryBytes.map((b, r) => [r, p.stageLayers[r]?.map((c) => c.join(',')).join(' | ') ?? '', MiB(b), ...cats.map((c) => MiB(p.perDevicePeakByCategory[r][c] ?? 0)), MiB(p.peakActivationBytes[r] ?? 0), r === 0 ? MiB(p.hostSwappedPeakBytes[0] ?? 0) : '']) },
     { title: 'Simulated timeline per device (last step, seconds)',

@@ -176,7 +176,7 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
     (par.flags ? `\n  parallel ${par.flags.layout} (world ${engine!.pm.layout.world}) on simulated ${par.flags.device}, dispatcher ${par.flags.dispatcher}` +
       `${par.flags.distributedOptimizer ? ', distributed optimizer' : ''}${par.flags.placement ? `, dynamic placement ${par.flags.placement.solver} every ${par.flags.placement.period} steps` : ''}` : '') +
     (pipe?.flags ? `\n  pipeline pp=${pipe.flags.pp} vpp=${pipe.flags.vpp} ${pipe.flags.schedule} on simulated ${pipe.flags.device}, ` +
-      (pipe.flags.memoryBudget !== undefined ? `memory budget ${pipe.flags.memoryBudget} B per device (planner)` : `recompute ${pipe.flags.recompute}, swap ${pipe.flags.swap}`) : ''));
+      (pipe.flags.memoryBudget !== undefined ? `memory budget ${(pipe.flags.memoryBudget / 2 ** 20).toFixed(1)} MiB of saved activations per device (planner)` : `recompute ${pipe.flags.recompute}, swap ${pipe.flags.swap}`) : ''));
 
   const bar = o.progress === 'bar'
     ? new cliProgress.SingleBar({ format: 'train |{bar}| {value}/{total} | loss {loss} | val {val} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic)

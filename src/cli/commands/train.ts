@@ -20,7 +20,7 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--placement-threshold X] [--redundant-slots R]
   pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec):
     [--parallel pp=4] [--vpp 2] [--schedule 1f1b|interleaved|gpipe] [--recompute none|full|CLASSES]
-    [--swap none|CLASSES] [--min-offload-size BYTES] [--offload-fraction F] [--memory-budget BYTES]
+    [--recompute-num-layers N] [--swap none|CLASSES] [--min-offload-size BYTES] [--offload-fraction F] [--memory-budget BYTES]
     [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json] [--overlap off]
     (--recompute/--swap/--memory-budget without --parallel run pp=1 through the same executor;
      pp cannot be combined with tp/cp/dp/ep, and --overlap on is not executed)`;
@@ -62,6 +62,7 @@ const options = {
   vpp: { type: 'string' },
   schedule: { type: 'string' },
   recompute: { type: 'string' },
+  'recompute-num-layers': { type: 'string' },
   swap: { type: 'string' },
   'min-offload-size': { type: 'string' },
   'offload-fraction': { type: 'string' },
@@ -97,7 +98,7 @@ export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptio
       placementThreshold: v['placement-threshold'], redundantSlots: v['redundant-slots'],
     },
     pipeline: {
-      vpp: v.vpp, schedule: v.schedule, recompute: v.recompute, swap: v.swap, minOffloadSize: v['min-offload-size'],
+      vpp: v.vpp, schedule: v.schedule, recompute: v.recompute, recomputeNumLayers: v['recompute-num-layers'], swap: v.swap, minOffloadSize: v['min-offload-size'],
       offloadFraction: v['offload-fraction'], memoryBudget: v['memory-budget'], overlap: v.overlap,
     },
   };

@@ -8,8 +8,8 @@
 // and ∂/∂logits goes through the aux-score function row by row.
 import type { MoEConfig } from '../config.ts';
 import type { TopkRouting } from './score.ts';
-import { topkRows, indicesToMap } from './topk.ts';
-import { countsPerExpert, type GlobalAuxTracker } from './aux-loss.ts';
+import { topkRows } from './topk.ts';
+import type { GlobalAuxTracker } from './aux-loss.ts';
 
 export interface FusedAuxOptions {
   seqLen?: number;
@@ -26,8 +26,10 @@ export function fusedAuxLosses(logits: ArrayLike<number>, routing: TopkRouting, 
   into: Float64Array): Record<string, number> {
   const { T, E, k } = routing;
   const active = moe.auxLoss.filter((a) => a.coeff > 0);
-  // aux map = plain top-k of the aux scores; σ/Σσ and softmax keep each row's order, so rank the router's scores
-  const map = opts.selectionModified ? indicesToMap(topkRows(routing.scores, T, E, k), T, E, k) : routing.routingMap;
+  // aux map = plain top-k of the aux scores; σ/Σσ and softmax keep each row's order, so rank the router's scores.
+  // Counted from the [T, k] indices (no dense map).
+  const idx = opts.selectionModified ? topkRows(routing.scores, T, E, k) : routing.topkIdx;
+  const counts = (t0: number, t1: number) => countsOfIdx(idx, k, E, t0, t1);
   const S = active.some((a) => a.type === 'seq') ? opts.seqLen ?? T : T;
   const B = T / S;
   if (!Number.isInteger(B)) throw new Error(`seq aux loss: T=${T} is not a multiple of seqLen=${S}`);
@@ -37,22 +39,22 @@ export function fusedAuxLosses(logits: ArrayLike<number>, routing: TopkRouting, 
   const weights = (counts: ArrayLike<number>, totalTokens: number, coeff: number) =>
     Float64Array.from({ length: E }, (_, e) => ((coeff * E) / (k * totalTokens * totalTokens)) * counts[e]);
   for (const a of active) {
-    if (a.type === 'switch') terms.push({ type: a.type, w: weights(countsPerExpert(map, T, E), T, a.coeff), perSeq: false });
+    if (a.type === 'switch') terms.push({ type: a.type, w: weights(counts(0, T), T, a.coeff), perSeq: false });
     else if (a.type === 'seq') {
       const w = new Float64Array(B * E);
-      for (let b = 0; b < B; b++) w.set(weights(countsPerExpert(map, T, E, b * S, (b + 1) * S), S, a.coeff / B), b * E);
+      for (let b = 0; b < B; b++) w.set(weights(counts(b * S, (b + 1) * S), S, a.coeff / B), b * E);
       terms.push({ type: a.type, w, perSeq: true });
     } else if (a.type === 'global') {
       const tracker = opts.globalTracker;
       if (!tracker) throw new Error(`'global' aux loss needs a GlobalAuxTracker`);
-      if (opts.updateGlobalTracker ?? true) tracker.add(countsPerExpert(map, T, E));
+      if (opts.updateGlobalTracker ?? true) tracker.add(counts(0, T));
       terms.push({ type: a.type, w: weights(tracker.average(), T * (opts.globalGroupSize ?? 1), a.coeff), perSeq: false });
     } else {
-      const local = countsPerExpert(map, T, E);
+      const local = counts(0, T);
       const group = opts.epGroupCounts ? opts.epGroupCounts(local) : [local];
-      const counts = new Float64Array(E);
-      for (const c of group) for (let e = 0; e < E; e++) counts[e] += c[e];
-      terms.push({ type: a.type, w: weights(counts, T * group.length, a.coeff), perSeq: false });
+      const sum = new Float64Array(E);
+      for (const c of group) for (let e = 0; e < E; e++) sum[e] += c[e];
+      terms.push({ type: a.type, w: weights(sum, T * group.length, a.coeff), perSeq: false });
     }
   }
   const W = new Float64Array(B * E);                     // Σ over losses, [B, E]
@@ -65,8 +67,19 @@ export function fusedAuxLosses(logits: ArrayLike<number>, routing: TopkRouting, 
   for (let t = 0; t < T; t++) {
     const o = t * E, b = Math.floor(t / S), wo = b * E;
     let sum = 0;
-    if (sigmoid) { for (let e = 0; e < E; e++) sum += sc[o + e]; for (let e = 0; e < E; e++) row[e] = sc[o + e] / sum; }
-    else if (pre) for (let e = 0; e < E; e++) row[e] = sc[o + e];
+    if (sigmoid) {
+      // row = σ/Σσ without materialising it: dot = Σ W·σ / Σσ, then one pass for colSum and the gradient
+      let ws = 0;
+      for (let e = 0; e < E; e++) { const s = sc[o + e]; sum += s; ws += W[wo + e] * s; }
+      const inv = 1 / sum, dot = ws * inv;
+      for (let e = 0; e < E; e++) {
+        const s = sc[o + e];
+        colSum[wo + e] += s * inv;
+        into[o + e] += (W[wo + e] - dot) * inv * s * (1 - s);
+      }
+      continue;
+    }
+    if (pre) for (let e = 0; e < E; e++) row[e] = sc[o + e];
     else {
       let m = -Infinity;
       for (let e = 0; e < E; e++) m = Math.max(m, logits[o + e]);
@@ -75,8 +88,7 @@ export function fusedAuxLosses(logits: ArrayLike<number>, routing: TopkRouting, 
     }
     let dot = 0;
     for (let e = 0; e < E; e++) { dot += W[wo + e] * row[e]; colSum[wo + e] += row[e]; }
-    if (sigmoid) for (let e = 0; e < E; e++) { const s = sc[o + e]; into[o + e] += ((W[wo + e] - dot) / sum) * s * (1 - s); }
-    else for (let e = 0; e < E; e++) into[o + e] += row[e] * (W[wo + e] - dot);
+    for (let e = 0; e < E; e++) into[o + e] += row[e] * (W[wo + e] - dot);
   }
   const values: Record<string, number> = {};
   for (const { type, w, perSeq } of terms) {
@@ -85,4 +97,40 @@ export function fusedAuxLosses(logits: ArrayLike<number>, routing: TopkRouting, 
     values[type] = (values[type] ?? 0) + v;
   }
   return values;
+}
+
+/** Tokens per expert over rows [t0, t1) of top-k indices [T, k]. [E] */
+export function countsOfIdx(idx: Int32Array, k: number, E: number, t0: number, t1: number): Float64Array {
+  const c = new Float64Array(E);
+  for (let i = t0 * k; i < t1 * k; i++) c[idx[i]]++;
+  return c;
+}
+
+/**
+ * σ(logits) [T, E] and the router z-loss (aux-loss.ts `zLoss`, same value and gradient, added into
+ * `into`) with ONE exp per logit: v = exp(l − m) (m = row max) gives both Σv for the log-sum-exp and
+ * σ(l) = v / (v + exp(−m)). Rows whose exp(−m) overflows, or entries whose v underflows, use
+ * 1/(1 + exp(−l)) directly.
+ */
+export function sigmoidWithZLoss(logits: ArrayLike<number>, T: number, E: number, coeff: number, into: Float64Array): { scores: Float64Array; z: number } {
+  const scores = new Float64Array(T * E);
+  const row = new Float64Array(E);
+  let value = 0;
+  for (let t = 0; t < T; t++) {
+    const o = t * E;
+    let m = -Infinity;
+    for (let e = 0; e < E; e++) { const l = logits[o + e]; if (l > m) m = l; }
+    let sum = 0;
+    for (let e = 0; e < E; e++) { const v = Math.exp(logits[o + e] - m); row[e] = v; sum += v; }
+    const em = Math.exp(-m), direct = !(em < 1e300);
+    for (let e = 0; e < E; e++) {
+      const v = row[e];
+      scores[o + e] = direct || v === 0 ? 1 / (1 + Math.exp(-logits[o + e])) : v / (v + em);
+    }
+    const lse = m + Math.log(sum);
+    value += lse * lse;
+    const g = (2 * coeff * lse) / (T * sum);
+    for (let e = 0; e < E; e++) into[o + e] += g * row[e];
+  }
+  return { scores, z: (coeff * value) / T };
 }

@@ -41,6 +41,30 @@ export function permutePlan(routingMap: Uint8Array, probs: ArrayLike<number>, T:
   return { T, E, sortedIndices, expertOfRow, tokensPerExpert, offsets, permutedProbs, numRows: N };
 }
 
+/**
+ * The same plan straight from top-k routing (dropless: the final map is the selection): indices
+ * [T, k] and combine weights [T, k] (times `scale` = the prob), no [T, E] pass. Identical output.
+ */
+export function permutePlanFromTopk(topkIdx: Int32Array, topkWeights: ArrayLike<number>, scale: number, T: number, E: number, k: number): PermutePlan {
+  const counts = new Int32Array(E);
+  for (let i = 0; i < T * k; i++) counts[topkIdx[i]]++;
+  const tokensPerExpert = Array.from(counts);
+  const offsets = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
+  const N = offsets[E];
+  const sortedIndices = new Int32Array(N), expertOfRow = new Int32Array(N), permutedProbs = new Float32Array(N);
+  const cursor = offsets.slice(0, E);
+  for (let t = 0; t < T; t++) {            // token-ascending within each expert block
+    for (let j = 0; j < k; j++) {
+      const e = topkIdx[t * k + j], r = cursor[e]++;
+      sortedIndices[r] = t;
+      expertOfRow[r] = e;
+      permutedProbs[r] = topkWeights[t * k + j] * scale;
+    }
+  }
+  return { T, E, sortedIndices, expertOfRow, tokensPerExpert, offsets, permutedProbs, numRows: N };
+}
+
 /** Host reference: permuted[r] = x[sortedIndices[r]]. x [T, H] → [N, H]. */
 export function permuteRows(x: ArrayLike<number>, H: number, plan: PermutePlan): Float32Array {
   const out = new Float32Array(plan.numRows * H);

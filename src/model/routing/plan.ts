@@ -3,11 +3,11 @@
 // backward: gradient w.r.t. the permuted probs → dlogits (selected scores only) + scale·∂(aux+z)/∂logits.
 // This is the whole routing decision of a MoE layer; the tensor executor (moe/router.ts) wraps it.
 import type { MoEConfig } from '../config.ts';
-import { topkRouting, topkRoutingBackwardSparse, type TopkRouting } from './score.ts';
+import { topkRouting, topkRoutingBackwardSparse, lazyField, type TopkRouting } from './score.ts';
 import { applyTokenDropping } from './capacity.ts';
-import { permutePlan, type PermutePlan } from './permute-plan.ts';
+import { permutePlan, permutePlanFromTopk, type PermutePlan } from './permute-plan.ts';
 import { zLoss, type GlobalAuxTracker } from './aux-loss.ts';
-import { fusedAuxLosses } from './aux-fused.ts';
+import { fusedAuxLosses, sigmoidWithZLoss } from './aux-fused.ts';
 
 export interface RouteOptions {
   /** Aux and z losses are built only in training (Megatron: grad enabled). */
@@ -34,7 +34,7 @@ export interface RoutingPlan {
   /** null when dropless. */
   capacity: number | null;
   droppedAssignments: number;
-  /** Final probs and map, after dropping/padding. [T, E] */
+  /** Final probs and map, after dropping/padding (dropless: built on first read). [T, E] */
   probs: Float64Array;
   routingMap: Uint8Array;
   permute: PermutePlan;
@@ -46,25 +46,31 @@ export interface RoutingPlan {
 
 export function routeTokens(logits: ArrayLike<number>, T: number, E: number, moe: MoEConfig, opts: RouteOptions): RoutingPlan {
   const k = moe.topk;
-  const routing = topkRouting(logits, T, E, moe, opts.expertBias ?? null);
-  let probs = routing.probs, routingMap = routing.routingMap, capacity: number | null = null, droppedAssignments = 0;
-  if (moe.capacityFactor !== null) {
-    const d = applyTokenDropping(probs, routingMap, T, E, k, moe.capacityFactor, moe.dropPolicy, moe.padToCapacity);
-    ({ probs, routingMap, capacity, droppedAssignments } = d);
-  }
+  const wantAux = opts.training && moe.auxLoss.some((a) => a.coeff > 0), wantZ = opts.training && moe.zLossCoeff > 0;
+  const auxDLogits = wantAux || wantZ ? new Float64Array(T * E) : null;
   const auxLosses: Record<string, number> = {};
-  let auxDLogits: Float64Array | null = null;
-  if (opts.training && moe.auxLoss.some((a) => a.coeff > 0)) {
-    auxDLogits = new Float64Array(T * E);
+  // sigmoid + z-loss: one exp per logit serves both (the z gradient goes in first; the sum is the same)
+  let scores: Float64Array | null = null, z: number | null = null;
+  if (wantZ && moe.scoreFunction === 'sigmoid') ({ scores, z } = sigmoidWithZLoss(logits, T, E, moe.zLossCoeff, auxDLogits!));
+  const routing = topkRouting(logits, T, E, moe, opts.expertBias ?? null, scores);
+  if (wantAux) {
     Object.assign(auxLosses, fusedAuxLosses(logits, routing, moe, {
       ...opts, selectionModified: moe.numGroups !== null || (moe.scoreFunction === 'sigmoid' && !!opts.expertBias),
-    }, auxDLogits));
+    }, auxDLogits!));
   }
-  if (opts.training && moe.zLossCoeff > 0) {
-    auxDLogits ??= new Float64Array(T * E);
-    auxLosses.z = zLoss(logits, T, E, moe.zLossCoeff, auxDLogits).value;
+  if (wantZ) auxLosses.z = z ?? zLoss(logits, T, E, moe.zLossCoeff, auxDLogits!).value;
+  const logits32 = logits instanceof Float32Array ? logits : new Float32Array(logits);
+  if (moe.capacityFactor === null) {
+    // dropless: the final map is the selection; plan from [T, k], dense probs/map only if someone reads them
+    const plan = { T, E, k, logits: logits32, routing, capacity: null, droppedAssignments: 0,
+      permute: permutePlanFromTopk(routing.topkIdx, routing.topkWeights, moe.topkScalingFactor ?? 1, T, E, k), auxLosses, auxDLogits } as unknown as RoutingPlan;
+    lazyField(plan, 'probs', () => routing.probs);
+    lazyField(plan, 'routingMap', () => routing.routingMap);
+    return plan;
   }
-  return { T, E, k, logits: logits instanceof Float32Array ? logits : new Float32Array(logits), routing, capacity, droppedAssignments, probs, routingMap, permute: permutePlan(routingMap, probs, T, E), auxLosses, auxDLogits };
+  const d = applyTokenDropping(routing.probs, routing.routingMap, T, E, k, moe.capacityFactor, moe.dropPolicy, moe.padToCapacity);
+  return { T, E, k, logits: logits32, routing, capacity: d.capacity, droppedAssignments: d.droppedAssignments, probs: d.probs, routingMap: d.routingMap,
+    permute: permutePlan(d.routingMap, d.probs, T, E), auxLosses, auxDLogits };
 }
 
 /**

@@ -21,18 +21,19 @@ export interface TopkRouting {
   topkIdx: Int32Array;
   /** Combine weights of the selected experts before the scaling factor. [T, k] */
   topkWeights: Float64Array;
-  /** Dense probs (scaled, zeros off the top-k). [T, E] */
+  /** Dense probs (scaled, zeros off the top-k), built on first read. [T, E] */
   probs: Float64Array;
-  /** 1 where the token routes to the expert. [T, E] */
+  /** 1 where the token routes to the expert, built on first read. [T, E] */
   routingMap: Uint8Array;
 }
 
 /** Route T tokens from logits [T, E]; `expertBias` [E] (sigmoid only) shifts selection, never the weights. */
 export function topkRouting(logits: ArrayLike<number>, T: number, E: number, opts: ScoreOptions,
-  expertBias: ArrayLike<number> | null = null): TopkRouting {
+  expertBias: ArrayLike<number> | null = null, precomputedScores: Float64Array | null = null): TopkRouting {
   const k = opts.topk;
   let scores: Float64Array;
-  if (opts.scoreFunction === 'sigmoid') scores = sigmoid(logits);
+  if (precomputedScores) scores = precomputedScores; // the score function's output, computed by the caller (plan.ts fuses σ with the z-loss)
+  else if (opts.scoreFunction === 'sigmoid') scores = sigmoid(logits);
   else if (opts.preSoftmax) scores = softmaxRows(logits, T, E);
   else scores = new Float64Array(logits); // a copy (TypedArray.from would iterate: slow)
   let selectionScores = scores;
@@ -63,10 +64,28 @@ export function topkRouting(logits: ArrayLike<number>, T: number, E: number, opt
       }
     }
   }
-  const scale = opts.topkScalingFactor ?? 1;
+  const r = { T, E, k, opts, scores, selectionScores, topkIdx, topkWeights } as TopkRouting;
+  // the dense [T, E] views are built on first use only: the MoE layer's dropless path works on [T, k]
+  lazyField(r, 'probs', () => denseProbs(topkIdx, topkWeights, opts.topkScalingFactor ?? 1, T, E, k));
+  lazyField(r, 'routingMap', () => indicesToMap(topkIdx, T, E, k));
+  return r;
+}
+
+/** Dense scaled probs [T, E] from the top-k indices and weights [T, k]. */
+export function denseProbs(topkIdx: Int32Array, topkWeights: ArrayLike<number>, scale: number, T: number, E: number, k: number): Float64Array {
   const probs = new Float64Array(T * E);
   for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) probs[t * E + topkIdx[t * k + j]] = topkWeights[t * k + j] * scale;
-  return { T, E, k, opts, scores, selectionScores, topkIdx, topkWeights, probs, routingMap: indicesToMap(topkIdx, T, E, k) };
+  return probs;
+}
+
+/** obj[key] computed by `make` on first read (then cached); assignable. Enumerable like a plain field. */
+export function lazyField<T extends object>(obj: T, key: keyof T & string, make: () => unknown): void {
+  let v: unknown, has = false;
+  Object.defineProperty(obj, key, {
+    get: () => { if (!has) { v = make(); has = true; } return v; },
+    set: (x: unknown) => { v = x; has = true; },
+    enumerable: true, configurable: true,
+  });
 }
 
 /**

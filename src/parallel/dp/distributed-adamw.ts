@@ -73,6 +73,19 @@ export class DistributedAdamW {
     }
   }
 
+  /** Read-only view of the moment shards: key `${name}@${rank}` → that rank's slice of the flattened,
+   *  zero-padded local parameter (size ⌈numel/n⌉, n = the parameter's gradient group). */
+  momentShards(): ReadonlyMap<string, { readonly m: tf.Variable; readonly v: tf.Variable; readonly rank: number }> { return this.shards; }
+
+  /**
+   * Rank `rank`'s whole local moment `k` of parameter `name` (shape of pm.params[rank].get(name)): its
+   * gradient group's slices concatenated, cut to numel. The caller disposes the result.
+   */
+  localMoment(name: string, rank: number, k: 'm' | 'v'): tf.Tensor {
+    const g = this.model.gradGroup(name, rank), local = this.model.params[rank].get(name);
+    return tf.tidy(() => tf.reshape(tf.slice(tf.concat(g.ranks.map((r) => this.shards.get(`${name}@${r}`)![k]), 0), [0], [local.size]), local.shape));
+  }
+
   /** Optimizer-state bytes held per rank (moments of its shards). */
   stateBytes(rank: number): number {
     let b = 0;

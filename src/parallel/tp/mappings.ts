@@ -7,6 +7,11 @@
 // | reduceFromTP    ("g")   | all-reduce            | identity              |
 // | scatterToSP             | split first dim       | all-gather first dim  |
 // | gatherFromSP            | all-gather first dim  | split first dim       |
+// | gatherToTP      (SP→TP) | all-gather first dim  | reduce-scatter        |
+// | reduceScatterToSP (TP→SP) | reduce-scatter      | all-gather first dim  |
+// The last two are Megatron's sequence parallelism around the dense layers (before a column-parallel
+// input, after a row-parallel output): the TP region's input gradients are partial per TP rank, hence the
+// reduce-scatter backward of gatherToTP.
 // gatherFromSP's backward is a plain split (not a reduce-scatter) because its output feeds
 // TP-replicated computation whose gradient is already complete and identical on every TP rank.
 import { tf } from '../../backend/tf.ts';
@@ -44,6 +49,17 @@ export class TPMappings {
     return out;
   }
 
+  private reduceScatter(xs: tf.Tensor[], label: string): tf.Tensor[] {
+    const out: tf.Tensor[] = new Array(xs.length);
+    for (const g of this.tpGroups) {
+      if (g.ranks.length === 1) { out[g.ranks[0]] = tf.clone(xs[g.ranks[0]]); continue; }
+      const res = this.cluster.comm.reduceScatter(g, g.ranks.map((r) => xs[r]), { label, after: this.clock.after(g.ranks) });
+      this.clock.comm(g.ranks, res.events);
+      g.ranks.forEach((r, i) => { out[r] = res.outputs[i]; });
+    }
+    return out;
+  }
+
   private split(xs: tf.Tensor[]): tf.Tensor[] {
     const n = this.size;
     return xs.map((x, r) => tf.tidy(() => {
@@ -70,6 +86,14 @@ export class TPMappings {
   /** Leave the sequence-parallel region: all-gather rows. */
   gatherFromSP(xs: tf.Tensor[], label: string): tf.Tensor[] { return this.allGather(xs, `tp.sp.fwd ${label}`); }
   gatherFromSPBackward(dys: tf.Tensor[]): tf.Tensor[] { return this.split(dys); }
+
+  /** SP → TP region (before a column-parallel layer): all-gather rows; backward reduce-scatters the partial input gradients. */
+  gatherToTP(xs: tf.Tensor[], label: string): tf.Tensor[] { return this.allGather(xs, `tp.sp.ag ${label}`); }
+  gatherToTPBackward(dys: tf.Tensor[], label: string): tf.Tensor[] { return this.reduceScatter(dys, `tp.sp.bwd.rs ${label}`); }
+
+  /** TP → SP region (after a row-parallel layer): reduce-scatter the partial outputs; backward all-gathers. */
+  reduceScatterToSP(xs: tf.Tensor[], label: string): tf.Tensor[] { return this.reduceScatter(xs, `tp.sp.rs ${label}`); }
+  reduceScatterToSPBackward(dys: tf.Tensor[], label: string): tf.Tensor[] { return this.allGather(dys, `tp.sp.bwd.ag ${label}`); }
 
   /** Plain all-reduce over TP (vocab-parallel cross-entropy statistics, embedding partial sums). */
   allReduceTP(xs: tf.Tensor[], label: string, op: 'sum' | 'max' = 'sum'): tf.Tensor[] {

@@ -21,8 +21,9 @@ export class VocabParallelEmbedding {
     return [i * per, (i + 1) * per];
   }
 
-  /** ids[r] [T] → h[r] [T, H] (full rows on every TP rank). */
-  forward(ids: Int32Array[], recs: SavedActivations[]): tf.Tensor[] {
+  /** ids[r] [T] → h[r] [T, H] (full rows on every TP rank); with `sequenceParallel` the partial rows are
+   *  reduce-scattered instead: h[r] = TP rank i's rows [i·T/tp, (i+1)·T/tp). */
+  forward(ids: Int32Array[], recs: SavedActivations[], sequenceParallel = false): tf.Tensor[] {
     const partial = ids.map((id, r) => {
       recs[r].setHost('vpe.ids', id);
       const [v0, v1] = this.range(r), w = this.params[r].get(this.name), H = w.shape[1] as number;
@@ -30,12 +31,13 @@ export class VocabParallelEmbedding {
       for (let t = 0; t < id.length; t++) if (id[t] >= v0 && id[t] < v1) out.set(table.subarray((id[t] - v0) * H, (id[t] - v0 + 1) * H), t * H);
       return tf.tensor2d(out, [id.length, H]);
     });
-    const h = this.maps.allReduceTP(partial, 'tp.embedding');
+    const h = sequenceParallel ? this.maps.reduceScatterToSP(partial, 'embedding') : this.maps.allReduceTP(partial, 'tp.embedding');
     tf.dispose(partial);
     return h;
   }
 
-  backward(dh: tf.Tensor[], recs: SavedActivations[], grads: GradStore[]): void {
+  backward(dhIn: tf.Tensor[], recs: SavedActivations[], grads: GradStore[], sequenceParallel = false): void {
+    const dh = sequenceParallel ? this.maps.reduceScatterToSPBackward(dhIn, 'embedding') : dhIn;
     dh.forEach((d, r) => tf.tidy(() => {
       const ids = recs[r].getHost<Int32Array>('vpe.ids'), [v0, v1] = this.range(r), w = this.params[r].get(this.name);
       const keep: number[] = [], local: number[] = [];
@@ -45,6 +47,7 @@ export class VocabParallelEmbedding {
         : tf.scatterND(tf.tensor2d(local, [local.length, 1], 'int32'), tf.gather(tf.reshape(d, [-1, H]), tf.tensor1d(keep, 'int32')), w.shape);
       grads[r].add(this.name, g);
     }));
+    if (sequenceParallel) tf.dispose(dh);
   }
 }
 
@@ -81,8 +84,9 @@ export class VocabParallelHead {
     return ce;
   }
 
-  /** dloss per rank → dx[r] [T, H] (after the f all-reduce); adds dW_i. */
-  backward(dloss: number[], recs: SavedActivations[], grads: GradStore[]): tf.Tensor[] {
+  /** dloss per rank → dx[r] [T, H] (after the f all-reduce; with `sequenceParallel` reduce-scattered
+   *  to the rank's rows [i·T/tp, (i+1)·T/tp) instead, the backward of gatherToTP); adds dW_i. */
+  backward(dloss: number[], recs: SavedActivations[], grads: GradStore[], sequenceParallel = false): tf.Tensor[] {
     const per = this.vocab / this.maps.size;
     const partial = recs.map((rec, r) => tf.tidy(() => {
       const probs = rec.get('vph.probs'), x = rec.get('vph.x'), targets = rec.getHost<Int32Array>('vph.targets'), count = rec.getHost<number>('vph.count');
@@ -94,7 +98,7 @@ export class VocabParallelHead {
       grads[r].add(this.name, tf.matMul(x as tf.Tensor2D, dz as tf.Tensor2D, true, false));                  // [H, V/tp]
       return tf.matMul(dz as tf.Tensor2D, w as tf.Tensor2D, false, true);                                     // [T, H] partial
     }));
-    const dx = this.maps.copyToTPBackward(partial, 'head');
+    const dx = sequenceParallel ? this.maps.gatherToTPBackward(partial, 'head') : this.maps.copyToTPBackward(partial, 'head');
     tf.dispose(partial);
     return dx;
   }
