@@ -11,6 +11,7 @@ import { computeTime, gemmTime, hierarchicalAllToAllTime } from '../../device/co
 import { planHierarchicalAllToAll, type RankDispatch } from '../../device/a2a-plan.ts';
 import { DTYPE_BYTES, type DeviceSpec } from '../../device/specs.ts';
 import type { MoELayerTimes } from '../pipeline/overlap.ts';
+import { rng } from '../placement/trace.ts'; // the same seeded PRNG as the synthetic load traces
 
 export interface OverlapLayerShape {
   /** tokens of one micro-batch on one EP rank */
@@ -37,17 +38,6 @@ export interface LayerCost {
   combine: { intra: number; inter: number };
 }
 
-/** mulberry32: small seeded PRNG, deterministic across runs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Cumulative Zipf popularity over experts in a seeded random order (hot experts spread over ranks). */
 function popularity(experts: number, zipf: number, rand: () => number): Float64Array {
