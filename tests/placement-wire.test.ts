@@ -14,7 +14,7 @@ import { epPlacementSpec, migrateLayer, migrateShardedMoments } from '../src/par
 import { DistributedAdamW } from '../src/parallel/dp/distributed-adamw.ts';
 import { expandBanks, replicaGradBytes, sumReplicaGrads } from '../src/parallel/placement/replica-banks.ts';
 import { PlacementController } from '../src/parallel/placement/controller.ts';
-import { groupsLeaveNodes, PlacementError } from '../src/parallel/placement/types.ts';
+import { groupsLeaveNodes, layerFromSlots, PlacementError } from '../src/parallel/placement/types.ts';
 
 const E = 8, H = 16, F = 8;
 const cfgOf = (over: Partial<ModelConfig['moe']> = {}): ModelConfig => resolveConfig('tiny', {
@@ -78,9 +78,33 @@ forEachBackend('placement-wire', (test) => {
       const got = after[a][Math.floor(slot / S)][k][g][slot % S], want = before[a][Math.floor(e / S)][k][g][e % S];
       assertClose(got.flat(), want.flat(), 0, `${n} ${k ? 'v' : 'm'} slot ${slot} EP group ${g}`);
     }))));
-    assert.ok(before[0][0][0][0].flat().some((x) => x !== 0), 'moments are non-zero');
-    assert.throws(() => migrateLayer(pm, l, next, prev, moves, (r, n) => [pm.params[r].vars.get(n)!, pm.params[r].vars.get(n)!]), /migrateShardedMoments/);
+    // rows changing index too (slot 0 ← slot 1 on the same EP rank: another expert-DP slice, so another rank)
+    const t2 = [1, 0, 2, 3, 4, 5, 6, 7], moves2 = [{ slot: 0, device: 0, from: 2, to: 1, source: 1 }, { slot: 1, device: 0, from: 1, to: 0, source: 2 }, { slot: 2, device: 1, from: 0, to: 2, source: 0 }];
+    migrateLayer(pm, l, next, t2, moves2, (r, n) => [pm.params[r].vars.get(n)!]);
+    assert.is(migrateShardedMoments(pm, dopt, l, t2, moves2).bytes, 3 * names.reduce((a, n) => a + rowSize(n) * 8, 0), 'three rows, every element to another rank');
+    const after2 = snap();
+    names.forEach((n, a) => t2.forEach((e, slot) => [0, 1].forEach((k) => assertClose(after2[a][Math.floor(slot / S)][k][0][slot % S].flat(), before[a][Math.floor(e / S)][k][0][e % S].flat(), 0, `${n} slot ${slot} (2nd)`))));
+    assert.ok(before[0][0][0][0].flat(2).some((x) => x !== 0), 'moments are non-zero');
+    const back = [{ slot: 0, device: 0, from: 2, to: 0, source: 2 }, { slot: 2, device: 1, from: 0, to: 2, source: 0 }];
+    assert.throws(() => migrateLayer(pm, l, next, prev, back, (r, n) => [pm.params[r].vars.get(n)!, pm.params[r].vars.get(n)!]), /migrateShardedMoments/);
     dopt.dispose(); pm.dispose();
+  });
+
+  test('all-gather dispatcher routes through a placement with replicas: loss and every gradient equal the all-to-all dispatcher', () => {
+    const V = 32, tokens = Int32Array.from({ length: 8 * 4 }, (_, i) => (i * 7 + 3) % V), targets = Int32Array.from({ length: 8 * 4 }, (_, i) => (i * 5 + 1) % V);
+    const slots = [5, 1, 2, 0, 3, 5, 4, 5, 7, 0, 6, 6];   // expert 5 ×3 on 3 ranks, 0 ×2, 6 ×2 on one rank
+    const run = (dispatcher: 'alltoall' | 'allgather') => {
+      const pm = model('dp=4,ep=4', { dispatcher });
+      expandBanks(pm, 1, slots);
+      (pm.moe as { placements: Map<number, unknown> }).placements.set(1, layerFromSlots(slots, E, 4, new Array<number>(E).fill(1)));
+      const r = pm.forwardBackward(tokens, targets, 8, 4);
+      return { pm, loss: r.loss };
+    };
+    const a = run('alltoall'), g = run('allgather');
+    assertClose([g.loss], [a.loss], 1e-6, 'loss');
+    for (let r = 0; r < 4; r++) for (const [n, t] of a.pm.grads[r].grads) assertClose(g.pm.grads[r].get(n)!.dataSync(), t.dataSync(), 1e-5, `${n} on rank ${r}`);
+    assert.ok(g.pm.cluster.commLedger.total({ label: 'ep.allgather.tokens' }) > 0, 'the all-gather dispatcher ran');
+    a.pm.dispose(); g.pm.dispose();
   });
 
   test('replica gradients: summed among the holder ranks only; bytes = Σ 2·(k−1)·rowBytes, values = Σ over replicas', () => {
@@ -124,11 +148,10 @@ forEachBackend('placement-wire', (test) => {
     const one = model('dp=8,ep=4', { nodes: 2, perNode: 4 });   // each EP group sits on one node
     assert.is(epPlacementSpec(one).numNodes, 1);
     one.dispose();
-    for (const [pm, msg] of [[model('dp=4,ep=4', { dispatcher: 'allgather' }), 'all-gather'], [model('dp=1,tp=1', {}), 'ep >= 2']] as const) {
-      try { epPlacementSpec(pm); assert.unreachable('should refuse'); } catch (e) {
-        assert.instance(e, PlacementError); assert.ok((e as Error).message.includes(msg), (e as Error).message);
-      }
-      pm.dispose();
+    const ep1 = model('dp=1', {});
+    try { epPlacementSpec(ep1); assert.unreachable('should refuse'); } catch (e) {
+      assert.instance(e, PlacementError); assert.ok((e as Error).message.includes('ep >= 2'), (e as Error).message);
     }
+    ep1.dispose();
   });
 }, ['wasm']);

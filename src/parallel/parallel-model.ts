@@ -14,6 +14,8 @@
 //   - TP: attention heads / MLP hidden units / vocab split (tp/shard.ts, tp/vocab-parallel.ts) with the
 //     conjugate f/g mappings (tp/mappings.ts); the MoE layer runs in a sequence-parallel region: TP
 //     rank i routes tokens [i·T/tp, (i+1)·T/tp) of its DP rank (Megatron requires SP for MoE + TP).
+//     With `sequenceParallel` the dense layers run Megatron SP too: residual stream and norms on that
+//     token shard, all-gather before column-parallel inputs, reduce-scatter after row-parallel outputs.
 //   - every rank scales its loss by 1/(DP·M); gradients are SUMMED over DP (dense), expert-DP (experts)
 //     or TP×DP (replicated weights with per-TP-rank partial gradients: router, shared expert, MLA
 //     down-projections), i.e. Megatron's average. The objective is the mean over (DP rank,

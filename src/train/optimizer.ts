@@ -1,6 +1,9 @@
 // AdamW with two decay groups (ParamStore meta.decay), global-norm gradient clipping and the
 // nanoGPT learning-rate schedule (linear warm-up, cosine decay to minLr, then minLr).
+// On the wasm backend the update is one fused pass per parameter (src/backend/adamw.ts, bit-identical
+// to the tfjs formulation below, which cpu/node keep), and the gradient norm is summed in float64.
 import { tf } from '../backend/tf.ts';
+import { fusedAdamWUpdate, sumSquaresF64 } from '../backend/adamw.ts';
 import type { GradStore, ParamStore } from '../model/module.ts';
 
 export interface AdamWConfig {
@@ -23,14 +26,24 @@ export function getLr(it: number, s: LrSchedule): number {
   return s.minLr + coeff * (s.lr - s.minLr);
 }
 
-/** sqrt(Σ‖g‖²) over all gradients (one host sync). */
+/** sqrt(Σ‖g‖²) over all gradients, accumulated in float64: on wasm one pass per tensor on the heap
+ *  (squares and sums in float64), on cpu over the host values, elsewhere float32 per-tensor partials
+ *  (one host sync) summed in float64. */
 export function globalGradNorm(grads: GradStore): number {
   const list = [...grads.grads.values()];
   if (list.length === 0) return 0;
-  const sq = tf.tidy(() => tf.addN(list.map((g) => tf.sum(tf.square(g)))));
-  const v = sq.dataSync()[0];
-  sq.dispose();
-  return Math.sqrt(v);
+  const backend = tf.getBackend();
+  let sq = 0;
+  if (backend === 'wasm') {
+    for (const g of list) sq += sumSquaresF64(g);
+  } else if (backend === 'cpu') {
+    for (const g of list) { const x = g.dataSync(); let s = 0; for (let i = 0; i < x.length; i++) s += x[i] * x[i]; sq += s; }
+  } else {
+    const parts = tf.tidy(() => tf.stack(list.map((g) => tf.sum(tf.square(g)))));
+    for (const x of parts.dataSync()) sq += x;
+    parts.dispose();
+  }
+  return Math.sqrt(sq);
 }
 
 export class AdamW {
@@ -38,11 +51,14 @@ export class AdamW {
   t = 0;
   readonly m = new Map<string, tf.Variable>();
   readonly v = new Map<string, tf.Variable>();
+  /** 'auto': fused kernel on wasm, tfjs ops elsewhere; 'tfjs': always the unfused tfjs ops (tests, benchmarks). */
+  impl: 'auto' | 'tfjs' = 'auto';
 
   constructor(private readonly params: ParamStore, readonly cfg: AdamWConfig = DEFAULT_ADAMW) {
+    const zeros = (p: tf.Tensor) => { const z = tf.zerosLike(p), v = tf.variable(z, false); z.dispose(); return v; };
     for (const [name, p] of params.vars) {
-      this.m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.v.set(name, tf.variable(tf.zerosLike(p), false));
+      this.m.set(name, zeros(p));
+      this.v.set(name, zeros(p));
     }
   }
 
@@ -52,6 +68,13 @@ export class AdamW {
     this.t++;
     const { beta1: b1, beta2: b2, eps, weightDecay } = this.cfg;
     const bc1 = 1 - b1 ** this.t, bc2 = 1 - b2 ** this.t;
+    if (this.impl === 'auto' && tf.getBackend() === 'wasm') {
+      for (const [name, p] of this.params.vars) {
+        const decay = this.params.meta.get(name)?.decay ? weightDecay : 0;
+        fusedAdamWUpdate(p, grads.get(name), this.m.get(name)!, this.v.get(name)!, { beta1: b1, beta2: b2, eps, bc1, bc2, lr, weightDecay: decay, gradScale });
+      }
+      return;
+    }
     for (const [name, p] of this.params.vars) {
       const m = this.m.get(name)!, v = this.v.get(name)!;
       const g0 = grads.get(name);

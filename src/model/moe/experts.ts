@@ -60,8 +60,10 @@ export class GroupedExperts {
       const dActScaled = groupedMatMulTransposed(dy, w2, counts);                     // [N, F]
       const dProbs = tf.sum(tf.mul(dActScaled, act), 1, true) as tf.Tensor2D;        // [N, 1]
       const dAct = tf.mul(dActScaled, p);
-      const dFc3 = tf.mul(dAct, tf.mul(fc1Out, tf.sigmoid(fc1Out))) as tf.Tensor2D;   // [N, F]
-      const dFc1 = tf.mul(tf.mul(dAct, fc3Out), siluGrad(fc1Out)) as tf.Tensor2D;     // [N, F]
+      // one sigmoid shared by silu and silu' = σ + silu·(1 − σ) (12 element-wise kernels instead of 15)
+      const s = tf.sigmoid(fc1Out), silu = tf.mul(fc1Out, s);
+      const dFc3 = tf.mul(dAct, silu) as tf.Tensor2D;                                      // [N, F]
+      const dFc1 = tf.mul(tf.mul(dAct, fc3Out), tf.add(s, tf.mul(silu, tf.sub(1, s)))) as tf.Tensor2D; // [N, F]
       grads.add(`${this.prefix}.w1`, groupedWeightGrad(x, dFc1, counts));
       grads.add(`${this.prefix}.w3`, groupedWeightGrad(x, dFc3, counts));
       const dx = tf.add(groupedMatMulTransposed(dFc1, w1, counts), groupedMatMulTransposed(dFc3, w3, counts)) as tf.Tensor2D;

@@ -5,7 +5,7 @@
 import { tf } from '../../backend/tf.ts';
 import type { ParamStore, GradStore } from '../module.ts';
 import type { SavedActivations } from '../saved.ts';
-import { siluGrad, type InitWeight } from './experts.ts';
+import type { InitWeight } from './experts.ts';
 
 export class SharedExpert {
   static readonly savedNames = ['sharedFc1Out', 'sharedFc3Out', 'sharedAct', 'sharedGate'] as const;
@@ -48,8 +48,9 @@ export class SharedExpert {
       }
       grads.add(`${this.prefix}.w2`, tf.matMul(act, dS, true, false));        // [Fs, H]
       const dAct = tf.matMul(dS, this.w2, false, true);                        // [T, Fs]
-      const dFc3 = tf.mul(dAct, tf.mul(fc1, tf.sigmoid(fc1)));
-      const dFc1 = tf.mul(tf.mul(dAct, fc3), siluGrad(fc1));
+      const sg = tf.sigmoid(fc1), silu = tf.mul(fc1, sg);                  // one sigmoid for silu and silu' = σ + silu·(1 − σ)
+      const dFc3 = tf.mul(dAct, silu);
+      const dFc1 = tf.mul(tf.mul(dAct, fc3), tf.add(sg, tf.mul(silu, tf.sub(1, sg))));
       grads.add(`${this.prefix}.w1`, tf.matMul(x, dFc1, true, false));
       grads.add(`${this.prefix}.w3`, tf.matMul(x, dFc3, true, false));
       const dxMlp = tf.add(tf.matMul(dFc1, this.w1, false, true), tf.matMul(dFc3, this.w3, false, true));

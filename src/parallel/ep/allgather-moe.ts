@@ -3,6 +3,10 @@
 // dense probs [P·T, E], permutes the rows routed to ITS experts, runs them, unpermutes into
 // [P·T, H] and reduce-scatters back to [T, H]. Simpler bookkeeping, more bytes (every token goes
 // everywhere). Backward: all-gather ↔ reduce-scatter swap roles.
+//
+// Dynamic placement (`placements`, as in EPMoE): rank i runs the slots [i·S, (i+1)·S) of the layer's slot
+// table; each source rank's rows go to replicas exactly as in the all-to-all dispatcher
+// (toPhysicalPermute: the k-th row of expert e on a rank takes replica k mod logicalCount[e]).
 import { tf } from '../../backend/tf.ts';
 import type { Cluster } from '../../device/cluster.ts';
 import type { ProcessGroup } from '../../device/groups.ts';
@@ -14,10 +18,14 @@ import { localExperts } from './dispatch-plan.ts';
 import { routeRanks, routerBackward, type EPScales, type RankRoute, type RouteGroups } from './route.ts';
 import type { EPRankLayer } from './ep-moe.ts';
 import type { StepClock } from '../clock.ts';
+import { toPhysicalPermute, type SlotTable } from './physical-permute.ts';
 
 interface AGHost { route: RankRoute; local: PermutePlan; first: number; P: number; epRank: number }
 
 export class AllGatherMoE {
+  /** Expert placement per MoE block index (same contract as EPMoE.placements). */
+  readonly placements = new Map<number, SlotTable>();
+
   constructor(readonly cluster: Cluster, readonly groups: RouteGroups, readonly clock: StepClock) {}
 
   forward(layers: EPRankLayer[], xs: tf.Tensor[], recs: SavedActivations[], ctxs: ForwardContext[], _scales: EPScales): tf.Tensor[] {
@@ -38,9 +46,11 @@ export class AllGatherMoE {
       // use the routing maps themselves (host) to stay exact
       const mapAll = new Uint8Array(P * T * E);
       g.ranks.forEach((r, s) => mapAll.set(routes[r].plan.routingMap, s * T * E));
+      const table = this.placements.get(layers[0].layer.layer);
       const partial = g.ranks.map((r, i) => {
         const { first, count } = localExperts(i, E, P);
-        const local = localPlan(mapAll, probsAll, P * T, E, first, count);
+        const local = table ? placedPlan(g.ranks.map((q) => routes[q]), T, E, table, i, table.physicalToLogical.length / P)
+          : localPlan(mapAll, probsAll, P * T, E, first, count);
         recs[r].setHost('ep', { route: routes[r], local, first, P, epRank: i } satisfies AGHost);
         const y = tf.tidy(() => {
           const rows = permuteTokens(X[i] as tf.Tensor2D, local.sortedIndices);
@@ -122,4 +132,23 @@ function localPlan(map: Uint8Array, probs: ArrayLike<number>, N: number, E: numb
   const plan = permutePlan(sub, p, N, count);
   // expertOfRow in global expert ids (for the dense dProbs scatter)
   return { ...plan, expertOfRow: Int32Array.from(plan.expertOfRow, (e) => e + first) };
+}
+
+/** The rows of the gathered tokens [P·T] that rank `i` runs under a slot table (S slots per rank):
+ *  slot-major over its slots, expertOfRow in logical ids (for the dense dProbs scatter). */
+function placedPlan(routes: RankRoute[], T: number, E: number, table: SlotTable, i: number, S: number): PermutePlan {
+  const rows: { slot: number; tok: number; prob: number }[] = [];
+  routes.forEach((rt, s) => {
+    const pp = toPhysicalPermute(rt.plan.permute, table);
+    for (let j = 0; j < pp.numRows; j++) if (Math.floor(pp.slotOfRow[j] / S) === i) rows.push({ slot: pp.slotOfRow[j], tok: s * T + pp.sortedIndices[j], prob: pp.permutedProbs[j] });
+  });
+  rows.sort((a, b) => a.slot - b.slot);   // stable: source order inside a slot
+  const tokensPerExpert = new Array<number>(S).fill(0);
+  for (const r of rows) tokensPerExpert[r.slot - i * S]++;
+  const offsets = new Int32Array(S + 1);
+  for (let j = 0; j < S; j++) offsets[j + 1] = offsets[j] + tokensPerExpert[j];
+  return {
+    T: routes.length * T, E, sortedIndices: Int32Array.from(rows, (r) => r.tok), expertOfRow: Int32Array.from(rows, (r) => table.physicalToLogical[r.slot]),
+    tokensPerExpert, offsets, permutedProbs: Float32Array.from(rows, (r) => r.prob), numRows: rows.length,
+  };
 }

@@ -163,9 +163,9 @@ function wireColumns(pm: ParallelModel, rank: number, rowSize: number, bytes: nu
  * group's node layout (numNodes = nodes the group spans, each holding a contiguous, equal block of its
  * ranks), so that hierarchical solvers (eplb with numGroups % numNodes = 0, ours) keep expert groups
  * within a node. numGroups defaults to the router's group-limited routing groups (moe.numGroups) when it
- * divides the experts, else 1. Throws a PlacementError for what the executor cannot run: the all-gather
- * dispatcher (no slot table), ep < 2, EP groups with different node layouts. (Sharded optimizer state is
- * migrated by migrateShardedMoments.)
+ * divides the experts, else 1. Throws a PlacementError for what the executor cannot run: ep < 2, EP
+ * groups with different node layouts. (All three dispatchers route through `pm.moe.placements`; sharded
+ * optimizer state is migrated by migrateShardedMoments.)
  */
 export function epPlacementSpec(pm: ParallelModel, o: { redundantSlots?: number; numGroups?: number } = {}): PlacementSpec {
   const p = epPlacementProblems(pm);
@@ -184,7 +184,6 @@ export function epPlacementSpec(pm: ParallelModel, o: { redundantSlots?: number;
 export function epPlacementProblems(pm: ParallelModel): string[] {
   const p: string[] = [];
   if (pm.layout.ep < 2) p.push(`dynamic placement needs ep >= 2 (got ep=${pm.layout.ep})`);
-  if (!('placements' in pm.moe)) p.push('dynamic placement needs an all-to-all dispatcher (alltoall or alltoall-hierarchical): the all-gather dispatcher has no slot table');
   return p;
 }
 
