@@ -1,7 +1,8 @@
 // Model benchmark: forward+backward of a preset (default tiny, batch 8 × 128 tokens) on wasm and
 // cpu: time per step, tokens/s, achieved GFLOP/s of model FLOPs (Megatron convention,
 // src/model/flops-local.ts), wall and process-CPU time (the 2-core machine is shared), a dense
-// reference GEMM on the same backend, CPU time per module kind and the top kernels (tf.profile).
+// reference GEMM on the same backend, CPU time and tfjs kernel count per module kind (kernels per MoE
+// layer: `kernelsPerMoELayer`) and the top kernels (tf.profile).
 // Usage: npx tsx bench/model.ts [--backend wasm|cpu] [--preset tiny] [--batch 8] [--seq 128]
 //        [--steps N] [--quick] [--no-profile] [--gemm auto|wasm|openblas]
 //        → bench/results/model-<backend>.json (model-wasm-gemm-<g>.json with --gemm)

@@ -44,6 +44,24 @@ forEachBackend('train parallel', (test) => {
     const text = problems.join('\n');
     for (const want of ['--dispatcher', '--device-memory', 'numExperts', '--redundant-slots', 'distributed-optimizer']) assert.ok(text.includes(want), `${want} in:\n${text}`);
     assert.ok(parseParallelFlags({ placement: 'dynamic' }, cfg, 4, 16, 1).problems[0].includes('needs --parallel'));
+    // --sequence-parallel: tp > 1, not with cp > 1, not without --parallel
+    assert.match(parseParallelFlags({ parallel: 'ep=4', sequenceParallel: true }, cfg, 4, 16, 1).problems.join('\n'), /--sequence-parallel needs tp > 1 \(got tp=1\)/);
+    assert.match(parseParallelFlags({ parallel: 'tp=2,cp=2', sequenceParallel: true }, cfg, 4, 16, 1).problems.join('\n'), /--sequence-parallel with cp=2 is not implemented/);
+    assert.match(parseParallelFlags({ sequenceParallel: true }, cfg, 4, 16, 1).problems[0], /--sequence-parallel needs --parallel/);
+    assert.is(parseParallelFlags({ parallel: 'tp=2,ep=2,dp=2', sequenceParallel: true }, cfg, 4, 16, 1).flags!.sequenceParallel, true);
+  });
+
+  test('--sequence-parallel (tp=2,ep=2,dp=2 and tp=2 with 2 micro-batches) == single-device trainer, 3 steps, 1e-5', () => {
+    const cfg = cfgOf('ep-group');
+    for (const [layout, M] of [['tp=2,ep=2,dp=2', 1], ['tp=2', 2]] as const) {
+      const t = tc({ microBatches: M, batch: 4 / M });
+      const ref = single(cfg, t, 3);
+      const p = parallel(cfg, t, { parallel: layout, sequenceParallel: true }, 3);
+      assert.ok(p.e.pm.sequenceParallel, 'sequence parallelism in force');
+      assert.ok(p.e.cluster.commLedger.records.some((r) => r.label.startsWith('tp.sp.ag ')), 'SP all-gathers charged');
+      assertClose(p.losses, ref, 1e-5, `${layout} sequence-parallel losses`);
+      p.done();
+    }
   });
 
   test('ep=4 (dp=4), tp=2,ep=2, distributed optimizer, all-gather through the trainer == single-device trainer, 3 steps, 1e-5', () => {

@@ -1,5 +1,5 @@
 // The parallel-training flags of `ultramoe train` (--parallel, --device, --device-memory, --dispatcher,
-// --distributed-optimizer, --trace, --placement …) and their validation against the model and batch:
+// --distributed-optimizer, --sequence-parallel, --trace, --placement …) and their validation against the model and batch:
 // every problem at once, before any work. Pure (no tfjs).
 import { resolveSpec } from '../device/spec-file.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -16,13 +16,15 @@ export interface ParallelFlags {
   hbmBytes: number | null;
   dispatcher: DispatcherKind;
   distributedOptimizer: boolean;
+  /** Megatron sequence parallelism of the dense layers (tp > 1, cp = 1) */
+  sequenceParallel: boolean;
   /** Perfetto trace output file */
   trace: string | null;
   placement: PlacementFlags | null;
 }
 
 export interface RawParallelFlags {
-  parallel?: string; device?: string; deviceMemory?: string; dispatcher?: string; distributedOptimizer?: boolean; trace?: string;
+  parallel?: string; device?: string; deviceMemory?: string; dispatcher?: string; distributedOptimizer?: boolean; sequenceParallel?: boolean; trace?: string;
   placement?: string; placementSolver?: string; placementPeriod?: string; placementThreshold?: string; redundantSlots?: string;
 }
 
@@ -42,7 +44,7 @@ const DISPATCHERS: Record<string, DispatcherKind> = { alltoall: 'alltoall', hier
  */
 export function parseParallelFlags(raw: RawParallelFlags, cfg: ModelConfig | null, batch: number, seqLen: number, microBatches: number): { flags: ParallelFlags | null; problems: string[] } {
   const p: string[] = [];
-  const given = ['device', 'deviceMemory', 'dispatcher', 'distributedOptimizer', 'trace', 'placement', 'placementSolver', 'placementPeriod', 'placementThreshold', 'redundantSlots'] as const;
+  const given = ['device', 'deviceMemory', 'dispatcher', 'distributedOptimizer', 'sequenceParallel', 'trace', 'placement', 'placementSolver', 'placementPeriod', 'placementThreshold', 'redundantSlots'] as const;
   const flagName = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
   if (!raw.parallel) {
     for (const k of given) if (raw[k] !== undefined && raw[k] !== false) p.push(`${flagName(k)} needs --parallel`);
@@ -60,7 +62,11 @@ export function parseParallelFlags(raw: RawParallelFlags, cfg: ModelConfig | nul
   try { resolveSpec(device, hbmBytes && hbmBytes > 0 ? { hbmBytes } : {}); } catch (e) { p.push(`--device: ${(e as Error).message}`); }
   const dispatcher = DISPATCHERS[raw.dispatcher ?? 'alltoall'];
   if (!dispatcher) p.push(`--dispatcher must be alltoall, hierarchical or allgather (got '${raw.dispatcher}')`);
-  const dopt = raw.distributedOptimizer ?? false;
+  const dopt = raw.distributedOptimizer ?? false, sequenceParallel = raw.sequenceParallel ?? false;
+  if (spec && sequenceParallel) {
+    if (spec.tp < 2) p.push(`--sequence-parallel needs tp > 1 (got tp=${spec.tp}): it splits the dense layers' tokens over the TP group`);
+    if (spec.cp > 1) p.push(`--sequence-parallel with cp=${spec.cp} is not implemented: drop one of them`);
+  }
   if (spec && cfg) {
     try {
       resolveLayout(spec, { model: cfg, globalBatch: batch * microBatches, seqLen, microBatches, supported: { pp: 1, etp: 1 } });
@@ -87,10 +93,10 @@ export function parseParallelFlags(raw: RawParallelFlags, cfg: ModelConfig | nul
       if (spec && cfg && (cfg.moe.numExperts + redundantSlots) % spec.ep !== 0) p.push(`--redundant-slots: numExperts + R = ${cfg.moe.numExperts + redundantSlots} must be divisible by ep=${spec.ep}`);
     }
     if (spec && spec.ep < 2) p.push('--placement dynamic needs ep >= 2');
-    if (dispatcher === 'allgather') p.push('--placement dynamic needs an all-to-all dispatcher (alltoall or hierarchical)');
-    if (dopt) p.push('--placement dynamic cannot migrate sharded optimizer state: drop --distributed-optimizer');
+    // replicaNormExcess (the global norm with replicas) assumes synchronised gradients
+    if (dopt && Number(raw.redundantSlots ?? 0) > 0) p.push('--redundant-slots > 0 is not supported with --distributed-optimizer (the replica gradient norm needs synchronised gradients)');
     placement = { solver, period, threshold, redundantSlots };
   } else for (const k of ['placementSolver', 'placementPeriod', 'placementThreshold', 'redundantSlots'] as const) if (raw[k] !== undefined) p.push(`${flagName(k)} needs --placement dynamic`);
   const layout = spec ? `tp=${spec.tp},cp=${spec.cp},dp=${spec.dp},pp=${spec.pp},ep=${spec.ep},etp=${spec.etp}` : raw.parallel;
-  return { flags: { layout, device, hbmBytes, dispatcher: dispatcher ?? 'alltoall', distributedOptimizer: dopt, trace: raw.trace ?? null, placement }, problems: p };
+  return { flags: { layout, device, hbmBytes, dispatcher: dispatcher ?? 'alltoall', distributedOptimizer: dopt, sequenceParallel, trace: raw.trace ?? null, placement }, problems: p };
 }

@@ -14,10 +14,10 @@ import type { MoEGPT } from '../model/gpt.ts';
 import type { RouterStats } from '../model/module.ts';
 import { createParallelModel, DistributedAdamW, localShard, type ParallelModel } from '../parallel/index.ts';
 import type { Cluster } from '../device/cluster.ts';
-import { EPMoE } from '../parallel/ep/ep-moe.ts';
 import { uniqueGroups } from '../parallel/dp/grad-sync.ts';
 import { PlacementController } from '../parallel/placement/controller.ts';
-import { migrateLayer, type MigrationReport } from '../parallel/placement/executor.ts';
+import { epPlacementSpec, migrateLayer, migrateShardedMoments, type MigrationReport, type BankTensors } from '../parallel/placement/executor.ts';
+import type { SlotMove } from '../parallel/placement/migration.ts';
 import { balance, layerFromSlots, type SolverName } from '../parallel/placement/types.ts';
 import { expandBanks, replicaNormExcess, sumReplicaGrads } from '../parallel/placement/replica-banks.ts';
 import { MoELayer } from '../model/moe/moe-layer.ts';
@@ -51,20 +51,21 @@ export class ParallelEngine {
   constructor(readonly cfg: ModelConfig, readonly flags: ParallelFlags, globalBatch: number, seqLen: number, microBatches: number, seed: number, adamw: AdamWConfig, readonly host: MoEGPT) {
     const { model, cluster } = createParallelModel(cfg, {
       parallel: flags.layout, device: flags.device, hbmBytes: flags.hbmBytes ?? undefined, seed, dispatcher: flags.dispatcher,
-      distributedOptimizer: flags.distributedOptimizer, globalBatch, seqLen, microBatches,
+      distributedOptimizer: flags.distributedOptimizer, sequenceParallel: flags.sequenceParallel, globalBatch, seqLen, microBatches,
     });
     this.pm = model; this.cluster = cluster;
     this.moeBlocks = host.blocks.flatMap((b, l) => (b.moe ? [l] : []));
     if (flags.placement) {
       const controller = new PlacementController({
-        spec: { numExperts: cfg.moe.numExperts, numReplicas: cfg.moe.numExperts + flags.placement.redundantSlots, numDevices: model.layout.ep, numNodes: 1, numGroups: 1 },
+        // the EP group's node layout and the router's groups: hierarchical solvers keep groups within a node
+        spec: epPlacementSpec(model, { redundantSlots: flags.placement.redundantSlots }),
         numLayers: this.moeBlocks.length, solver: flags.placement.solver, period: flags.placement.period, threshold: flags.placement.threshold,
       });
       this.placement = { solver: flags.placement.solver, period: flags.placement.period, controller, migrations: [] };
       this.moeBlocks.forEach((l, i) => {
         // redundant slots: banks of R/P slots under the controller's initial (static) slot table
         if (flags.placement!.redundantSlots > 0) expandBanks(model, l, controller.placement[i].physicalToLogical);
-        (model.moe as EPMoE).placements.set(l, controller.placement[i]);
+        model.moe.placements.set(l, controller.placement[i]);
       });
     }
     if (flags.distributedOptimizer) this.dopt = new DistributedAdamW(model, adamw);
@@ -84,7 +85,7 @@ export class ParallelEngine {
       // replicas: sum their gradients, count each logical expert once in the norm
       let excess = 0;
       for (const l of this.moeBlocks) {
-        const slots = (pm.moe as EPMoE).placements.get(l)!.physicalToLogical;
+        const slots = pm.moe.placements.get(l)!.physicalToLogical;
         sumReplicaGrads(pm, l, slots);
         excess += replicaNormExcess(pm, l, slots);
       }
@@ -113,7 +114,7 @@ export class ParallelEngine {
     const dev = this.cluster.device(0);
     let moeSeconds = 0;
     const deviceMaxOverMean = perLayer.map((tpe, i) => {
-      const slots = (this.pm.moe as EPMoE).placements?.get(this.moeBlocks[i])?.physicalToLogical ?? Array.from({ length: E }, (_, e) => e);
+      const slots = this.pm.moe.placements.get(this.moeBlocks[i])?.physicalToLogical ?? Array.from({ length: E }, (_, e) => e);
       const rows = new Array<number>(ep).fill(0), count = new Array<number>(E).fill(0);
       slots.forEach((e) => { count[e]++; });
       slots.forEach((e, p) => { rows[Math.floor(p / (slots.length / ep))] += tpe[e] / count[e] / edp; });
@@ -126,15 +127,14 @@ export class ParallelEngine {
 
   /** Feed the controller; migrate weights and Adam moments of every re-placed layer. */
   private replace(perLayer: Float64Array[], step: number): void {
-    const pl = this.placement!, moe = this.pm.moe as EPMoE;
+    const pl = this.placement!, moe = this.pm.moe;
     const prev = pl.controller.placement.map((x) => x.physicalToLogical);
     const round = pl.controller.observe(perLayer);
     if (!round) return;
     for (const d of round.layers) {
       if (!d.replace) continue;
       const l = this.moeBlocks[d.layer], next = pl.controller.placement[d.layer];
-      const rep = migrateLayer(this.pm, l, prev[d.layer], next.physicalToLogical, d.moves,
-        (rank, name) => [this.pm.params[rank].vars.get(name)!, this.opts[rank].m.get(name)!, this.opts[rank].v.get(name)!]);
+      const rep = this.migrate(l, prev[d.layer], next.physicalToLogical, d.moves);
       moe.placements.set(l, next);
       pl.migrations.push({ ...rep, step });
     }
@@ -142,16 +142,30 @@ export class ParallelEngine {
 
   /** Force a re-placement of MoE layer i (tests, examples) to the slot table `physicalToLogical` (same R). */
   forcePlacement(i: number, physicalToLogical: number[], step = 0): MigrationReport {
-    const moe = this.pm.moe as EPMoE, l = this.moeBlocks[i], E = this.cfg.moe.numExperts, ep = this.pm.layout.ep;
+    const moe = this.pm.moe, l = this.moeBlocks[i], E = this.cfg.moe.numExperts, ep = this.pm.layout.ep;
     const prev = moe.placements.get(l)?.physicalToLogical ?? Array.from({ length: E }, (_, e) => e);
     if (physicalToLogical.length !== prev.length) throw new Error(`forcePlacement: ${physicalToLogical.length} slots, the layer has ${prev.length}`);
     const holder = new Map(prev.map((e, p) => [e, p]));
     const moves = physicalToLogical.flatMap((to, slot) => (prev[slot] === to ? [] : [{ slot, device: Math.floor(slot / (prev.length / ep)), from: prev[slot], to, source: holder.get(to)! }]));
-    const rep = migrateLayer(this.pm, l, prev, physicalToLogical, moves,
-      (rank, name) => [this.pm.params[rank].vars.get(name)!, this.opts[rank].m.get(name)!, this.opts[rank].v.get(name)!]);
+    const rep = this.migrate(l, prev, physicalToLogical, moves);
     moe.placements.set(l, layerFromSlots(physicalToLogical, E, ep, new Array<number>(E).fill(0)));
     this.placement?.migrations.push({ ...rep, step });
     return rep;
+  }
+
+  /**
+   * Move layer l's expert banks from slot table `prev` to `next`: the weights with their AdamW moments
+   * (per-rank AdamW), or, under the distributed optimizer, the (full, per-rank) weights then the sharded
+   * moments over the expert-DP group (migrateShardedMoments). Bytes and seconds are the sum of both.
+   */
+  private migrate(l: number, prev: readonly number[], next: readonly number[], moves: readonly SlotMove[]): MigrationReport {
+    const dopt = this.dopt;
+    const tensors: BankTensors = dopt ? (rank, name) => [this.pm.params[rank].vars.get(name)!]
+      : (rank, name) => [this.pm.params[rank].vars.get(name)!, this.opts[rank].m.get(name)!, this.opts[rank].v.get(name)!];
+    const rep = migrateLayer(this.pm, l, prev, next, moves, tensors);
+    if (!dopt) return rep;
+    const mom = migrateShardedMoments(this.pm, dopt, l, next, moves);
+    return { ...rep, bytes: rep.bytes + mom.bytes, seconds: rep.seconds + mom.seconds };
   }
 
   /** Norm of the full gradient from unsynchronised per-rank gradients: Σ over each distinct shard of ‖Σ_group g‖². */
@@ -190,7 +204,7 @@ export class ParallelEngine {
     const pm = this.pm;
     if (pm.expertParams.has(name)) {
       const l = Number(/^layers\.(\d+)\./.exec(name)![1]);
-      const slots = (pm.moe as EPMoE).placements?.get(l)?.physicalToLogical;
+      const slots = pm.moe.placements.get(l)?.physicalToLogical;
       return tf.tidy(() => {
         const full = tf.concat(pm.groups.ep[0].ranks.map(get), 0);
         if (!slots) return full;
@@ -214,7 +228,7 @@ export class ParallelEngine {
       const full = this.gather(name, v.shape, (r) => this.pm.params[r].get(name));
       v.assign(full); full.dispose();
       if (opt) for (const k of ['m', 'v'] as const) {
-        const fm = this.gather(name, v.shape, (r) => (this.dopt ? this.dShardLocal(name, r, k) : this.opts[r][k].get(name)!));
+        const fm = this.gather(name, v.shape, (r) => (this.dopt ? this.dopt.localMoment(name, r, k) : this.opts[r][k].get(name)!));
         opt[k].get(name)!.assign(fm); fm.dispose();
       }
     }
@@ -223,22 +237,10 @@ export class ParallelEngine {
     src.forEach((s, i) => { dst[i].expertBias = Float32Array.from(s.expertBias); });
   }
 
-  /**
-   * DistributedAdamW keeps, per (param, rank), moment `k` of the rank's 1/n slice of the flattened,
-   * zero-padded local parameter (n = its gradient group). Rank r's whole local moment = the group's
-   * slices concatenated, cut to numel. (Reads DistributedAdamW's private `shards`; a public accessor
-   * there would be cleaner.) The caller (gather, in a tidy) disposes the result.
-   */
-  private dShardLocal(name: string, rank: number, k: 'm' | 'v'): tf.Tensor {
-    const shards = (this.dopt as unknown as { shards: Map<string, { m: tf.Variable; v: tf.Variable }> }).shards;
-    const g = this.pm.gradGroup(name, rank), local = this.pm.params[rank].get(name);
-    return tf.tidy(() => tf.reshape(tf.slice(tf.concat(g.ranks.map((r) => shards.get(`${name}@${r}`)![k]), 0), [0], [local.size]), local.shape));
-  }
-
   /** Load the host model (and AdamW state) into every rank: resume a checkpoint in parallel. */
   scatterFromHost(opt: AdamW): void {
     if (this.dopt) throw new Error('--resume with --distributed-optimizer is not supported (restoring sharded optimizer state is not implemented)');
-    const placements = (this.pm.moe as EPMoE).placements;
+    const placements = this.pm.moe.placements;
     this.pm.params.forEach((ps, r) => {
       for (const [name, v] of ps.vars) {
         const l = /^layers\.(\d+)\./.exec(name)?.[1], slots = l !== undefined && this.pm.expertParams.has(name) ? placements.get(Number(l))?.physicalToLogical : undefined;

@@ -15,7 +15,7 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--trace-loads FILE]                                  expert-load trace (bench/traces format)
   parallel training on simulated devices (docs/training.md):
     [--parallel tp=2,ep=4,dp=2] [--device ascend-910b|FILE.json] [--device-memory 64MiB]
-    [--dispatcher alltoall|hierarchical|allgather] [--distributed-optimizer] [--trace FILE.json]
+    [--dispatcher alltoall|hierarchical|allgather] [--distributed-optimizer] [--sequence-parallel] [--trace FILE.json]
     [--placement static|dynamic] [--placement-solver greedy|eplb|ours] [--placement-period N]
     [--placement-threshold X] [--redundant-slots R]
   pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec):
@@ -53,6 +53,7 @@ const options = {
   'device-memory': { type: 'string' },
   dispatcher: { type: 'string' },
   'distributed-optimizer': { type: 'boolean' },
+  'sequence-parallel': { type: 'boolean' },
   trace: { type: 'string' },
   placement: { type: 'string' },
   'placement-solver': { type: 'string' },
@@ -93,7 +94,7 @@ export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptio
     progress: v.json ? 'none' : isTty ? 'bar' : 'lines', explicit,
     traceLoads: v['trace-loads'] ?? null,
     parallel: {
-      parallel: v.parallel, device: v.device, deviceMemory: v['device-memory'], dispatcher: v.dispatcher, distributedOptimizer: v['distributed-optimizer'],
+      parallel: v.parallel, device: v.device, deviceMemory: v['device-memory'], dispatcher: v.dispatcher, distributedOptimizer: v['distributed-optimizer'], sequenceParallel: v['sequence-parallel'],
       trace: v.trace, placement: v.placement, placementSolver: v['placement-solver'], placementPeriod: v['placement-period'],
       placementThreshold: v['placement-threshold'], redundantSlots: v['redundant-slots'],
     },
