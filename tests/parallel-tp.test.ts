@@ -1,4 +1,4 @@
-// Tensor parallelism (alone and folded with EP and DP, up to 16 simulated NPUs) equals single-device
+// Tensor parallelism (tp=2 and tp=4, alone and folded with EP and DP, up to 16 simulated NPUs) equals single-device
 // training: column/row-parallel attention (GQA heads split; MLA heads split with replicated
 // down-projections), column/row-parallel SwiGLU MLP, vocab-parallel embedding and cross-entropy, and the
 // MoE in a sequence-parallel region (tokens split over TP, Megatron's requirement for MoE + TP).
@@ -55,6 +55,30 @@ forEachBackend('parallel TP equals single device', (test) => {
     ['tp=2', 'switch', 'mla', 1], ['tp=2,dp=2', 'switch', 'gqa', 2], ['tp=2,ep=2,dp=2', 'ep-group', 'gqa', 1],
     ['tp=2,ep=2,dp=4', 'global', 'mla', 2], ['tp=2,ep=8,dp=8', 'ep-group', 'mla', 1],
   ] as const) test(`${layout} (${attn}, ${aux} aux, ${M} micro-batches): loss and every gradient shard`, () => check(layout, aux, attn, M).pm.dispose());
+
+  // TP=4 (MLA: numHeads 4 divides over 4 ranks; the GQA config's numKvHeads 2 does not)
+  for (const [layout, aux, M, sp] of [
+    ['tp=4', 'switch', 1, false], ['tp=4,ep=4', 'ep-group', 1, false], ['tp=4,ep=2,dp=2', 'global', 2, false],
+    ['tp=4,ep=8,dp=4', 'ep-group', 1, false], ['tp=4,ep=4', 'global', 1, true],
+  ] as const) test(`tp=4: ${layout} (mla, ${aux} aux, ${M} micro-batches${sp ? ', sequence parallel' : ''}): loss and every gradient shard`, () => check(layout, aux, 'mla', M, sp).pm.dispose());
+
+  test('TP=4 bytes: all-reduce 2(n−1)/n·S per rank (g, f); sequence parallel (n−1)·S per all-gather / reduce-scatter', () => {
+    const Sact = B * S * H * 4, n = 4;
+    const sumOf = (c: Cluster) => (prefix: string) => c.commLedger.records.filter((r) => r.label.startsWith(prefix)).reduce((a, r) => a + r.bytes, 0);
+    const ar = check('tp=4', 'switch', 'mla'), sum = sumOf(ar.cluster), ring = n * (2 * (n - 1) / n) * Sact;
+    assert.is(sum('tp.g.fwd'), 3 * ring);                 // attn (2 layers) + dense mlp (1 layer)
+    assert.is(sum('tp.f.bwd'), 4 * ring);                 // the same three + the LM head input
+    assert.is(sum('tp.sp.fwd'), n * ((n - 1) / n) * Sact); // MoE output all-gather (1 MoE layer)
+    assert.is(sum('tp.sp.bwd'), n * ((n - 1) / n) * Sact);
+    const full = new MoEGPT(makeCfg('switch', 'mla'), 5);
+    for (const name of ['layers.0.mlp.fc1', 'embedding.weight', 'lmHead.weight'])
+      assert.is(ar.pm.params[3].get(name).size * n, full.params.get(name).size, name);
+    full.dispose(); ar.pm.dispose();
+    const sp = check('tp=4', 'switch', 'mla', 1, true), sps = sumOf(sp.cluster), per = (n - 1) * Sact;
+    for (const x of ['tp.sp.ag ', 'tp.sp.rs ', 'tp.sp.bwd.ag ', 'tp.sp.bwd.rs ']) assert.is(sps(x), 4 * per, x);
+    for (const gone of ['tp.g.fwd', 'tp.f.bwd']) assert.is(sps(gone), 0, gone);
+    sp.pm.dispose();
+  });
 
   test('TP all-reduce bytes: 2(n−1)/n·S per rank for each g (forward) and f (backward)', () => {
     const { pm, cluster } = check('tp=2', 'switch', 'gqa');

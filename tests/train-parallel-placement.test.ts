@@ -11,12 +11,16 @@ import { createModel } from '../src/train/model.ts';
 import type { MoEGPT } from '../src/model/gpt.ts';
 import { ParallelEngine } from '../src/train/parallel.ts';
 import { parseParallelFlags } from '../src/train/parallel-flags.ts';
+import { getSpec } from '../src/device/index.ts';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const ds = loadDataset('text', 'byte', 1);
-const cfgOf = (): ModelConfig => resolveConfig('tiny', {
+const cfgOf = (groups = 1): ModelConfig => resolveConfig('tiny', {
   hiddenSize: 32, numLayers: 3, numDenseLayers: 1, denseIntermediateSize: 64, numHeads: 2, numKvHeads: 2, headDim: 16,
   mla: { qLoraRank: 16, kvLoraRank: 16, qkNopeHeadDim: 16, qkRopeHeadDim: 8, vHeadDim: 16 },
-  moe: { numExperts: 8, topk: 2, expertHiddenSize: 16, numGroups: 1, groupTopk: 1, auxLoss: [{ type: 'global', coeff: 1e-2 }] },
+  moe: { numExperts: 8, topk: 2, expertHiddenSize: 16, numGroups: groups, groupTopk: 1, auxLoss: [{ type: 'global', coeff: 1e-2 }] },
 });
 const tc = (o: Partial<TrainConfig> = {}) => defaultTrainConfig({ batch: 4, seqLen: 16, steps: 5, warmupSteps: 1, lr: 3e-3, minLr: 3e-4, gradClip: 0.5, ...o });
 const perm = [5, 2, 7, 0, 3, 6, 1, 4];   // every slot changes; most moves cross ranks
@@ -47,7 +51,7 @@ forEachBackend('train parallel placement', (test) => {
     assert.match(problems[0], /--redundant-slots > 0 is not supported with --distributed-optimizer/);
   });
 
-  test('all-gather dispatcher: forced re-placements and the controller keep the loss sequence (1e-5)', () => {
+  test('all-gather dispatcher: forced re-placements, the controller and redundant slots keep the loss sequence (1e-5)', () => {
     const cfg = cfgOf(), t = tc();
     const ref = singleRun(cfg, t, 5);
     const forced = parallel(cfg, t, { parallel: 'ep=4', dispatcher: 'allgather', placement: 'dynamic', placementPeriod: '1000' }, 5, (e, s) => {
@@ -60,7 +64,12 @@ forEachBackend('train parallel placement', (test) => {
     const ctl = parallel(cfg, t, { parallel: 'ep=4', dispatcher: 'allgather', placement: 'dynamic', placementPeriod: '2', placementThreshold: '0' }, 5);
     assertClose(ctl.losses, ref.losses, 1e-5, 'all-gather, controller');
     assert.ok(ctl.e.placement!.migrations.length > 0, 'the controller re-placed a layer');
-    ctl.done(); ref.done();
+    ctl.done();
+    const rep = parallel(cfg, t, { parallel: 'ep=4', dispatcher: 'allgather', placement: 'dynamic', placementSolver: 'eplb', redundantSlots: '4', placementPeriod: '1000' }, 5, (e, s) => {
+      if (s === 2) e.forcePlacement(0, [5, 5, 2, 7, 0, 3, 6, 1, 4, 5, 2, 7], s);   // expert 5 ×3, 2 and 7 ×2, across ranks
+    });
+    assertClose(rep.losses, ref.losses, 1e-5, 'all-gather, redundant slots');
+    rep.done(); ref.done();
   });
 
   test('distributed optimizer (ep=2,dp=4): forced re-placements migrate weights and sharded moments; losses, weights and moments == single device', () => {
@@ -82,5 +91,25 @@ forEachBackend('train parallel placement', (test) => {
     assertClose(ctl.losses, ref.losses, 1e-5, 'distributed optimizer, controller');
     assert.ok(ctl.e.placement!.migrations.length > 0, 'the controller re-placed a layer');
     ctl.done(); ref.done();
+  });
+
+  test('placement spec from the EP group: 2 nodes × 2 devices, 2 router groups, eplb with 4 redundant slots keeps each group within a node; losses == single device', () => {
+    const cfg = cfgOf(2), t = tc();
+    const dir = mkdtempSync(join(tmpdir(), 'ultramoe-spec-')), device = join(dir, 'two-per-node.json');
+    writeFileSync(device, JSON.stringify({ ...getSpec('ascend-910b'), name: 'two-per-node', devicesPerNode: 2 }));
+    const ref = singleRun(cfg, t, 5);
+    const p = parallel(cfg, t, { parallel: 'ep=4', device, placement: 'dynamic', placementSolver: 'eplb', redundantSlots: '4', placementPeriod: '2', placementThreshold: '0' }, 5);
+    const spec = p.e.placement!.controller.spec;
+    assert.equal(spec, { numExperts: 8, numReplicas: 12, numDevices: 4, numNodes: 2, numGroups: 2 });
+    assertClose(p.losses, ref.losses, 1e-5, 'hierarchical placement');
+    assert.ok(p.e.placement!.migrations.length > 0, 'the controller re-placed a layer');
+    for (const l of p.e.moeBlocks) {
+      const slots = p.e.pm.moe.placements.get(l)!.physicalToLogical, perDev = slots.length / 4;
+      for (const g of [0, 1]) {
+        const nodes = new Set(slots.flatMap((e, s) => (Math.floor(e / 4) === g ? [Math.floor(s / perDev / 2)] : [])));
+        assert.is(nodes.size, 1, `layer ${l}: router group ${g} on nodes ${[...nodes]} (${slots})`);
+      }
+    }
+    p.done(); ref.done(); rmSync(dir, { recursive: true });
   });
 }, ['wasm']);

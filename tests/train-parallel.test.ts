@@ -52,7 +52,7 @@ forEachBackend('train parallel', (test) => {
   });
 
   test('--sequence-parallel (tp=2,ep=2,dp=2 and tp=2 with 2 micro-batches) == single-device trainer, 3 steps, 1e-5', () => {
-    const cfg = cfgOf('ep-group');
+    const cfg = cfgOf();   // 'global' aux: the single device's 'ep-group' aux differs by definition (no EP groups)
     for (const [layout, M] of [['tp=2,ep=2,dp=2', 1], ['tp=2', 2]] as const) {
       const t = tc({ microBatches: M, batch: 4 / M });
       const ref = single(cfg, t, 3);

@@ -5,7 +5,7 @@
 // with groupedMatMulTransposed (input grad) and groupedWeightGrad (weight grad).
 import { tf, type KernelConfig, type TensorInfo } from './tfjs.ts';
 import { activeGemm, jsGemm } from './gemm.ts';
-import { internals, offsetOf, f32View, alias, unalias, xnnMatMulWithB, transposeAt, scratch, freeScratch, type WasmInternals } from './wasm-heap.ts';
+import { internals, offsetOf, f32View } from './wasm-heap.ts';
 
 export const GROUPED_GEMM = 'UltramoeGroupedGemm';
 /** nn: y_e = x_e·w_e   nt: dx_e = dy_e·w_eᵀ   tn: dw_e = x_eᵀ·dy_e */
@@ -99,73 +99,6 @@ function planOf(inputs: { a: TensorInfo; b: TensorInfo }, attrs: { mode: Mode; c
   return { ...attrs, E, N, H, F, outShape: attrs.mode === 'nn' ? [N, F] : [N, H] };
 }
 
-// Pure-wasm weight banks: XNNPACK packs the B operand of every call into its own layout (operator
-// creation + packing ≈ 25–45 µs per expert at tiny sizes, more than the expert's GEMM itself). The
-// forward (nn) and input-gradient (nt) calls read the same weight bank w [E,H,F] call after call, so
-// each bank keeps one alias id per expert (nn: w_e; nt: w_eᵀ from a transposed copy) while its tensor
-// is alive: the packing is paid once per weight version (tfjs tensors are immutable and an optimizer
-// update assigns a new tensor), i.e. once per optimizer step rather than once per call, micro-batch
-// and recompute replay. Banks whose tensor was disposed are released at the next call; at most
-// CACHE_BYTES of packed copies are kept (a bank counts 3× its weight: XNNPACK's packed w_e, the
-// transposed copy and its packing), least recently used banks first out.
-interface Bank { dataId: object; off: number; E: number; H: number; F: number; ids: Int32Array; tIds: Int32Array; tBuf: number }
-const banks: Bank[] = [];
-const CACHE_BYTES = 384 * 2 ** 20;
-const bankBytes = (k: { E: number; H: number; F: number }) => 12 * k.E * k.H * k.F;
-let bankBackend: WasmInternals | null = null;
-
-function releaseBank(b: WasmInternals, k: Bank): void {
-  for (const id of k.ids) if (id) unalias(b, id);
-  for (const id of k.tIds) if (id) unalias(b, id);
-  if (k.tBuf) freeScratch(b, k.tBuf);
-}
-/** The bank of weight tensor `w` ([E,H,F] at byte offset `off`), released banks of disposed tensors dropped. */
-function bankOf(b: WasmInternals, w: TensorInfo, off: number, E: number, H: number, F: number): Bank {
-  if (bankBackend !== b) { banks.length = 0; bankBackend = b; }
-  for (let i = banks.length - 1; i >= 0; i--) {
-    const k = banks[i];
-    if (!b.dataIdMap.has(k.dataId) || b.dataIdMap.get(k.dataId).memoryOffset !== k.off) { releaseBank(b, k); banks.splice(i, 1); }
-  }
-  let i = banks.findIndex((k) => k.dataId === w.dataId && k.E === E && k.H === H && k.F === F);
-  if (i < 0) {
-    let total = bankBytes({ E, H, F });
-    for (const k of banks) total += bankBytes(k);
-    while (banks.length && total > CACHE_BYTES) { const k = banks.shift()!; total -= bankBytes(k); releaseBank(b, k); }
-    banks.push({ dataId: w.dataId, off, E, H, F, ids: new Int32Array(E), tIds: new Int32Array(E), tBuf: 0 });
-    i = banks.length - 1;
-  } else if (i !== banks.length - 1) banks.push(banks.splice(i, 1)[0]); // most recently used last
-  return banks[i];
-}
-/** Forget every cached bank (tests; the packed copies are freed). */
-export function releaseGroupedWeightCache(): void {
-  if (bankBackend) for (const k of banks) releaseBank(bankBackend, k);
-  banks.length = 0;
-}
-
-/** nn / nt on pure wasm with the bank's persistent per-expert ids. */
-function runBanked(b: WasmInternals, p: Plan, w: TensorInfo, aOff: number, bOff: number, oOff: number): void {
-  const { H, F } = p, k = bankOf(b, w, bOff, p.E, H, F);
-  if (p.mode === 'nt' && !k.tBuf) k.tBuf = scratch(b, p.E * H * F);  // may grow the heap: offsets stay valid
-  let row = 0;
-  for (let e = 0; e < p.E; e++) {
-    const r = p.counts[e];
-    if (r > 0) {
-      if (p.mode === 'nn') {
-        if (!k.ids[e]) k.ids[e] = alias(b, bOff + 4 * e * H * F, H * F);
-        xnnMatMulWithB(b, aOff + 4 * row * H, k.ids[e], oOff + 4 * row * F, r, F, H);        // [r,H]·[H,F]
-      } else {
-        if (!k.tIds[e]) {
-          const t = k.tBuf + 4 * e * H * F;
-          transposeAt(b, bOff + 4 * e * H * F, t, H, F);                                      // w_eᵀ [F,H]
-          k.tIds[e] = alias(b, t, H * F);
-        }
-        xnnMatMulWithB(b, aOff + 4 * row * F, k.tIds[e], oOff + 4 * row * H, r, H, F);       // [r,F]·[F,H]
-      }
-    }
-    row += r;
-  }
-}
-
 export const groupedGemmWasm: KernelConfig = {
   kernelName: GROUPED_GEMM,
   backendName: 'wasm',
@@ -176,7 +109,6 @@ export const groupedGemmWasm: KernelConfig = {
     const out = b.makeOutput(p.outShape, 'float32'); // allocate first: may grow the heap
     const aOff = offsetOf(b, ins.a), bOff = offsetOf(b, ins.b), oOff = offsetOf(b, out);
     const g = activeGemm();
-    if (g.name === 'wasm' && p.mode !== 'tn') { runBanked(b, p, ins.b, aOff, bOff, oOff); return out; }
     forEachGroup(p, (tA, tB, M, N, K, ao, bo, co) => g.sgemm(b, tA, tB, M, N, K, aOff + 4 * ao, bOff + 4 * bo, oOff + 4 * co),
       (off, len) => f32View(b, oOff + 4 * off, len).fill(0));
     return out;

@@ -91,16 +91,6 @@ export function xnnMatMulAt(b: WasmInternals, aOff: number, bOff: number, cOff: 
   finally { unalias(b, ia); unalias(b, ib); unalias(b, ic); }
 }
 
-/** C[M,N] = A[M,K]·B on XNNPACK where B [K,N] is a live alias id (see `alias`): XNNPACK packs B once
- *  per id and reuses the packed operator on later calls with the same id (the caller guarantees the
- *  memory behind the id is unchanged until it `unalias`es it). */
-export function xnnMatMulWithB(b: WasmInternals, aOff: number, bId: number, cOff: number, M: number, N: number, K: number): void {
-  if (K === 0) { f32View(b, cOff, M * N).fill(0); return; }
-  const ia = alias(b, aOff, M * K), ic = alias(b, cOff, M * N);
-  try { cpp(b).batchMatMul(ia, bytes([1, M, K]), 3, bId, bytes([1, K, N]), 3, 0, 0, ic); }
-  finally { unalias(b, ia); unalias(b, ic); }
-}
-
 /** A scratch heap buffer; `free` it in a finally. Allocating may grow (detach) the heap. */
 export function scratch(b: WasmInternals, floats: number): number {
   return b.wasm._malloc(Math.max(4, 4 * floats)) >>> 0;
