@@ -22,6 +22,9 @@ test('train --parallel: invalid layouts and flags all listed (exit 2); a short e
   for (const s of ['--dispatcher', 'ep=3 cannot be combined', 'tp=3 cannot be combined', 'pp', '--redundant-slots']) assert.ok(bad.err.includes(s), `mentions ${s}:\n${bad.err}`);
   const bad2 = cli('train', '--override', small, '--parallel', 'tp=3,ep=3', '--dispatcher', 'ring', '--out', dir);
   for (const s of ['--dispatcher', 'numExperts 8 is not divisible by ep=3']) assert.ok(bad2.err.includes(s), `mentions ${s}:\n${bad2.err}`);
+  const bad3 = cli('train', '--override', small, '--parallel', 'ep=2', '--sequence-parallel', '--out', dir);
+  assert.is(bad3.code, 2);
+  assert.ok(bad3.err.includes('--sequence-parallel needs tp > 1'), bad3.err);
   assert.not.ok(existsSync(dir));
   const pdir = `${dir}-parallel`;
   const r = cli('train', '--override', small, '--parallel', 'ep=4', '--steps', '2', '--batch', '4', '--seq', '16', '--eval-every', '0', '--eval-batches', '1',

@@ -9,6 +9,7 @@ import { createModel } from '../src/train/model.ts';
 import type { MoEGPT } from '../src/model/gpt.ts';
 import { ParallelEngine } from '../src/train/parallel.ts';
 import { parseParallelFlags, parseBytes } from '../src/train/parallel-flags.ts';
+import { parallelSummary } from '../src/train/parallel-report.ts';
 
 const ds = loadDataset('text', 'byte', 1);
 const cfgOf = (aux: 'global' | 'ep-group' = 'global'): ModelConfig => resolveConfig('tiny', {
@@ -58,6 +59,7 @@ forEachBackend('train parallel', (test) => {
       const ref = single(cfg, t, 3);
       const p = parallel(cfg, t, { parallel: layout, sequenceParallel: true }, 3);
       assert.ok(p.e.pm.sequenceParallel, 'sequence parallelism in force');
+      assert.is(parallelSummary(p.e, []).sequenceParallel, true);
       assert.ok(p.e.cluster.commLedger.records.some((r) => r.label.startsWith('tp.sp.ag ')), 'SP all-gathers charged');
       assertClose(p.losses, ref, 1e-5, `${layout} sequence-parallel losses`);
       p.done();

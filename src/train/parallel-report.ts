@@ -11,6 +11,8 @@ export interface ParallelRunSummary {
   device: string;
   dispatcher: string;
   distributedOptimizer: boolean;
+  /** dense-layer sequence parallelism in force (--sequence-parallel) */
+  sequenceParallel: boolean;
   /** peak HBM bytes per simulated device (rank order) */
   perDevicePeakMemoryBytes: number[];
   /** per device: peak bytes per memory category (weights, gradients, optimizer, activations, …) */
@@ -51,7 +53,7 @@ export function parallelSummary(e: ParallelEngine, rows: StepRow[]): ParallelRun
     };
   }
   return {
-    layout: e.flags.layout, world: e.pm.layout.world, device: e.flags.device, dispatcher: e.flags.dispatcher, distributedOptimizer: e.flags.distributedOptimizer,
+    layout: e.flags.layout, world: e.pm.layout.world, device: e.flags.device, dispatcher: e.flags.dispatcher, distributedOptimizer: e.flags.distributedOptimizer, sequenceParallel: e.pm.sequenceParallel,
     perDevicePeakMemoryBytes: s.memory.map((m) => m.peak),
     perDevicePeakMemoryByCategory: s.memory.map((m) => Object.fromEntries(Object.entries(m.byCategory).map(([k, v]) => [k, v.peak]))),
     commBytes: { total: s.commBytes, byKind, byGroup, byLink },
@@ -68,7 +70,7 @@ const MiB = (b: number) => Number((b / 2 ** 20).toFixed(3));
 export function parallelTables(p: ParallelRunSummary, e: ParallelEngine): ReportTable[] {
   const cats = [...new Set(p.perDevicePeakMemoryByCategory.flatMap((c) => Object.keys(c)))].sort();
   const tables: ReportTable[] = [
-    { title: `Peak memory per simulated device (MiB), ${p.layout} on ${p.device}`, note: 'Per-category peaks need not coincide in time; "peak" is the device total.',
+    { title: `Peak memory per simulated device (MiB), ${p.layout}${p.sequenceParallel ? ' (sequence parallel)' : ''} on ${p.device}`, note: 'Per-category peaks need not coincide in time; "peak" is the device total.',
       columns: ['rank', 'peak', ...cats], rows: p.perDevicePeakMemoryBytes.map((b, r) => [r, MiB(b), ...cats.map((c) => MiB(p.perDevicePeakMemoryByCategory[r][c] ?? 0))]) },
     { title: 'Communication ledger', note: `Total ${MiB(p.commBytes.total)} MiB over the whole run.`,
       columns: ['collective', 'group', 'link', 'MiB', 'messages'], rows: e.pm.summary().comm.map((c) => [c.op, c.group, c.link, MiB(c.bytes), c.messages]) },
