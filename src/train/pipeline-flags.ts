@@ -51,7 +51,7 @@ export function wantsPipeline(parallel: string | undefined, raw: RawPipelineFlag
   try { return parseLayout(parallel).pp > 1; } catch { return /\bpp=/.test(parallel) && !/\bpp=1\b/.test(parallel); }
 }
 
-export interface ParallelOnlyFlags { dispatcher?: string; distributedOptimizer?: boolean; placement?: string; placementSolver?: string; placementPeriod?: string; placementThreshold?: string; redundantSlots?: string }
+export interface ParallelOnlyFlags { dispatcher?: string; distributedOptimizer?: boolean; sequenceParallel?: boolean; placement?: string; placementSolver?: string; placementPeriod?: string; placementThreshold?: string; redundantSlots?: string }
 
 /**
  * Parse and check the flags of a pipeline-executor run (call only when `wantsPipeline`). `parallelOnly`

@@ -85,7 +85,7 @@ export function pipelineFlagsOf(o: RunOptions, cfg: ModelConfig | null): { flags
   const raw = o.pipeline ?? {}, par = o.parallel ?? {};
   if (!wantsPipeline(par.parallel, raw)) return null;
   return parsePipelineFlags(par.parallel, raw, { device: par.device, deviceMemory: par.deviceMemory, trace: par.trace },
-    { dispatcher: par.dispatcher, distributedOptimizer: par.distributedOptimizer, placement: par.placement, placementSolver: par.placementSolver,
+    { dispatcher: par.dispatcher, distributedOptimizer: par.distributedOptimizer, sequenceParallel: par.sequenceParallel, placement: par.placement, placementSolver: par.placementSolver,
       placementPeriod: par.placementPeriod, placementThreshold: par.placementThreshold, redundantSlots: par.redundantSlots }, cfg, o.train.microBatches);
 }
 
