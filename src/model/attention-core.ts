@@ -56,3 +56,31 @@ export function fromHeads(x: tf.Tensor, B: number): tf.Tensor4D {
   const [G, S, d] = x.shape;
   return tf.transpose(tf.reshape(x, [B, G / B, S, d]), [0, 2, 1, 3]);
 }
+
+// Key-transposed variants (MLA): kT [G, dk, S], vT [G, dv, S]. Building K and V in this layout
+// makes MLA's per-head [nope | rope] concat and [k | v] split outer-axis copies (long contiguous
+// runs) instead of last-axis ones (32- and 16-float runs, slow on wasm).
+
+/** softmax(q·kT·scale + causal mask) [G, S, S] with kT [G, dk, S]. */
+export function attentionProbsKT(q: tf.Tensor3D, kT: tf.Tensor3D, scale: number): tf.Tensor3D {
+  const scores = tf.add(tf.matMul(tf.mul(q, scale), kT), causalMask(q.shape[1])); // [G, S, S]
+  return tf.softmax(scores) as tf.Tensor3D;
+}
+
+/** ctx [G, S, dv] from vT [G, dv, S]; saves `<tag>.probs`. */
+export function attentionCoreForwardKT(q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string,
+  restoreProbs: Restorer | null = null): tf.Tensor3D {
+  const probs = attentionProbsKT(q, kT, scale);
+  rec?.save(`${tag}.probs`, probs, restoreProbs);
+  return tf.matMul(probs, vT, false, true); // [G, S, dv]
+}
+
+/** dq [G, S, dk], dkT [G, dk, S], dvT [G, dv, S] from dctx [G, S, dv]. */
+export function attentionCoreBackwardKT(dctx: tf.Tensor3D, q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dkT: tf.Tensor3D; dvT: tf.Tensor3D } {
+  const dvT = tf.matMul(dctx, probs, true, false);       // [G, dv, S]
+  const dprobs = tf.matMul(dctx, vT);                    // [G, S, S]
+  const dscores = tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true)));
+  const dq = tf.mul(tf.matMul(dscores, kT, false, true), scale);  // [G, S, dk]
+  const dkT = tf.matMul(tf.mul(q, scale), dscores, true, false);  // [G, dk, S]
+  return { dq, dkT, dvT } as { dq: tf.Tensor3D; dkT: tf.Tensor3D; dvT: tf.Tensor3D };
+}

@@ -15,7 +15,7 @@ import { seedOf, type InitWeight } from './init.ts';
 import { linear, linearBackward, rows } from './linear.ts';
 import { applyRope, applyRopeBackward } from './rope.ts';
 import { RMSNorm } from './norm.ts';
-import { attentionCoreBackward, attentionCoreForward, attentionProbs, fromHeads, toHeads } from './attention-core.ts';
+import { attentionCoreBackwardKT, attentionCoreForwardKT, attentionProbsKT, fromHeads, toHeads } from './attention-core.ts';
 
 export class MLAttention implements Module {
   readonly savedNames: readonly string[];
@@ -47,12 +47,16 @@ export class MLAttention implements Module {
 
   private w(n: string) { return this.params.get(`${this.prefix}.${n}`); }
 
-  /** k [B·a, S, dn+dr], v [B·a, S, dv] from the saved up-projection and shared rope key. */
+  /** kT [B·a, dn+dr, S], vT [B·a, dv, S] (keys/values transposed per head) from the saved
+   *  up-projection and shared rope key: one transpose, then outer-axis split/concat (fast copies). */
   private keysValues(kvUp: tf.Tensor, kRope: tf.Tensor, B: number, S: number) {
-    const { a, dn, dr, dv } = this;
-    const [kNope, vh] = tf.split(tf.reshape(kvUp, [B, S, a, dn + dv]), [dn, dv], -1); // [B, S, a, dn], [B, S, a, dv]
-    const k = toHeads(tf.concat([kNope, tf.mul(kRope, tf.ones([1, 1, a, 1]))], -1));   // [B·a, S, dn+dr] (broadcast, not tile: faster on wasm)
-    return { k, v: toHeads(vh) };
+    const { a, dn, dr, dv } = this, G = B * a;
+    // two chunk-friendly transposes ([0,2,1,3] then per-head [0,2,1]) beat one [0,2,3,1] on wasm
+    const kvT = tf.transpose(toHeads(tf.reshape(kvUp, [B, S, a, dn + dv])), [0, 2, 1]);  // [G, dn+dv, S]
+    const [kNopeT, vT] = tf.split(kvT, [dn, dv], 1);                                   // [G, dn, S], [G, dv, S]
+    const kRopeT = tf.transpose(tf.reshape(kRope, [B, S, dr]), [0, 2, 1]);             // [B, dr, S]
+    const kRopeH = tf.reshape(tf.mul(tf.reshape(kRopeT, [B, 1, dr, S]), tf.ones([1, a, 1, 1])), [G, dr, S]); // broadcast, not tile
+    return { kT: tf.concat([kNopeT, kRopeH], 1) as tf.Tensor3D, vT: vT as tf.Tensor3D };
   }
 
   /** [T, a·(dn+dr)] → q [B·a, S, dn+dr] with RoPE on the last dr dims of each head. */
@@ -82,12 +86,12 @@ export class MLAttention implements Module {
     rec.save('mla.kvLatent', kvLatent, (r) => this.kvANorm.output(r));
     const kvUp = rec.save('mla.kvUp', linear(kvLatent, this.w('wkvB')), (r) => linear(r.get('mla.kvLatent'), this.w('wkvB'))); // [T, a·(dn+dv)]
     const kRope = rec.save('mla.kRope', ropeKey(kRopeRaw), (r) => ropeKey(kvA(X(r))[1]));
-    const { k, v } = this.keysValues(kvUp, kRope, B, S);
-    const c = attentionCoreForward(q, k, v, this.scale, rec, 'mla', (r) =>    // [B·a, S, dv]
-      attentionProbs(r.get('mla.q'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).k, this.scale));
-    const ctxOf = (probs: tf.Tensor3D, v: tf.Tensor3D) => tf.reshape(fromHeads(tf.matMul(probs, v), B), [T, a * dv]);
+    const { kT, vT } = this.keysValues(kvUp, kRope, B, S);
+    const c = attentionCoreForwardKT(q, kT, vT, this.scale, rec, 'mla', (r) =>    // [B·a, S, dv]
+      attentionProbsKT(r.get('mla.q'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).kT, this.scale));
+    const ctxOf = (probs: tf.Tensor3D, vT: tf.Tensor3D) => tf.reshape(fromHeads(tf.matMul(probs, vT, false, true), B), [T, a * dv]);
     const ctx2 = rec.save('mla.ctx', tf.reshape(fromHeads(c, B), [T, a * dv]), (r) =>
-      ctxOf(r.get('mla.probs'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).v));
+      ctxOf(r.get('mla.probs'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).vT));
     return tf.reshape(linear(ctx2, this.w('wo')), [B, S, H]);
   }
 
@@ -95,13 +99,15 @@ export class MLAttention implements Module {
     const [B, S, H] = dy.shape, { a, dn, dr, dv } = this, T = B * S, p = this.prefix;
     const x2 = rows(rec.get('mla.x'));
     const q = rec.get<tf.Tensor3D>('mla.q');
-    const { k, v } = this.keysValues(rec.get('mla.kvUp'), rec.get('mla.kRope'), B, S);
+    const { kT, vT } = this.keysValues(rec.get('mla.kvUp'), rec.get('mla.kRope'), B, S);
     const dctx2 = linearBackward(rows(dy), rec.get('mla.ctx'), this.w('wo'), grads, `${p}.wo`);
-    const g = attentionCoreBackward(toHeads(tf.reshape(dctx2, [B, S, a, dv])), q, k, v, rec.get('mla.probs'), this.scale);
-    // keys and values → up-projection and shared rope key
-    const [dkNope, dkRope] = tf.split(fromHeads(g.dk, B), [dn, dr], -1);     // [B, S, a, dn], [B, S, a, dr]
-    const dkvUp = tf.reshape(tf.concat([dkNope, fromHeads(g.dv, B)], -1), [T, a * (dn + dv)]);
-    const dkRopeRaw = tf.reshape(applyRopeBackward(tf.sum(dkRope, 2, true), this.theta), [T, dr]);
+    const g = attentionCoreBackwardKT(toHeads(tf.reshape(dctx2, [B, S, a, dv])), q, kT, vT, rec.get('mla.probs'), this.scale);
+    // keys and values (transposed per head) → up-projection and shared rope key
+    const [dkNopeT, dkRopeT] = tf.split(g.dkT, [dn, dr], 1);                 // [B·a, dn, S], [B·a, dr, S]
+    const dkvUpT = tf.reshape(tf.concat([dkNopeT, g.dvT], 1), [B, a, dn + dv, S]);
+    const dkvUp = tf.reshape(tf.transpose(dkvUpT, [0, 3, 1, 2]), [T, a * (dn + dv)]);
+    const dkRope = tf.transpose(tf.sum(tf.reshape(dkRopeT, [B, a, dr, S]), 1), [0, 2, 1]); // [B, S, dr]
+    const dkRopeRaw = tf.reshape(applyRopeBackward(tf.reshape(dkRope, [B, S, 1, dr]), this.theta), [T, dr]);
     const dLatentN = linearBackward(dkvUp, rec.get('mla.kvLatent'), this.w('wkvB'), grads, `${p}.wkvB`);
     const dLatent = this.kvANorm.backward(dLatentN, rec, grads, ctx);
     let dx = linearBackward(tf.concat([dLatent, dkRopeRaw], -1), x2, this.w('wkvA'), grads, `${p}.wkvA`);
