@@ -13,6 +13,7 @@ import { exposedSwap } from '../parallel/exec/report.ts';
 import { execLayout } from '../parallel/exec/layout.ts';
 import { partitionLayers, type Partition } from '../parallel/pipeline/partition.ts';
 import { runTrainStep, type TrainStepResult } from '../parallel/exec/train-step.ts';
+import { paramOwners } from '../parallel/exec/pipeline-executor.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 import type { ReportTable } from './report.ts';
 
@@ -115,14 +116,8 @@ export class PipelineEngine {
 
   /** fp32 AdamW moments m and v of each rank's parameters (the owners the executor charges weights to). */
   private chargeOptimizer(model: MoEGPT, cluster: Cluster, part: Partition): void {
-    const C = part.chunks.length;
     for (const [name, v] of model.params.vars) {
-      const owners = new Set<number>();
-      const m = /^layers\.(\d+)\./.exec(name);
-      if (m) owners.add(part.stageOfLayer[Number(m[1])]);
-      else if (name.startsWith('embedding.')) { owners.add(part.chunks[0].stage); if (model.cfg.tieEmbeddings) owners.add(part.chunks[C - 1].stage); }
-      else owners.add(part.chunks[C - 1].stage);
-      for (const r of owners) cluster.device(r).hbm.alloc('optimizer', `adam ${name}`, 2 * v.size * 4);
+      for (const r of paramOwners(model, part, name)) cluster.device(r).hbm.alloc('optimizer', `adam ${name}`, 2 * v.size * 4);
     }
   }
 

@@ -204,17 +204,22 @@ function p2p(cluster: Cluster, src: number, dst: number, t: tf.Tensor, label: st
   return { tensor: t.clone(), event };
 }
 
+/** The pipeline stages that hold parameter `name`: its layer's stage; the embedding on the first stage
+ *  (and the last when tied); head, final norm and MTP on the last. */
+export function paramOwners(model: MoEGPT, part: Partition, name: string): Set<number> {
+  const C = part.chunks.length, owners = new Set<number>();
+  const m = /^layers\.(\d+)\./.exec(name);
+  if (m) owners.add(part.stageOfLayer[Number(m[1])]);
+  else if (name.startsWith('embedding.')) { owners.add(part.chunks[0].stage); if (model.cfg.tieEmbeddings) owners.add(part.chunks[C - 1].stage); }
+  else owners.add(part.chunks[C - 1].stage);
+  return owners;
+}
+
 /** Parameters of each pipeline rank (by name prefix), charged as 'weights' and 'gradients'. */
 function chargeWeights(model: MoEGPT, cluster: Cluster, ranks: number[], part: Partition) {
   const allocs: [number, ReturnType<Cluster['devices'][number]['hbm']['alloc']>][] = [];
-  const C = part.chunks.length;
   for (const [name, v] of model.params.vars) {
-    const owners = new Set<number>();
-    const m = /^layers\.(\d+)\./.exec(name);
-    if (m) owners.add(part.stageOfLayer[Number(m[1])]);
-    else if (name.startsWith('embedding.')) { owners.add(part.chunks[0].stage); if (model.cfg.tieEmbeddings) owners.add(part.chunks[C - 1].stage); }
-    else owners.add(part.chunks[C - 1].stage); // head, final norm, MTP
-    for (const r of owners) {
+    for (const r of paramOwners(model, part, name)) {
       const dev = cluster.device(ranks[r]);
       const bytes = v.size * (dev.elementBytes ?? 4);
       allocs.push([ranks[r], dev.hbm.alloc('weights', name, bytes)]);
