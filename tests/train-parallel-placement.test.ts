@@ -4,6 +4,7 @@
 // gathered weights and moments (checkpoint content) equal the single-device ones (5e-5, see
 // train-parallel.test.ts). The placement spec comes from the EP group (epPlacementSpec).
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
+import { runParallel } from './support/parallel-trainer.ts';
 import { resolveConfig, type ModelConfig } from '../src/model/config.ts';
 import { Trainer, defaultTrainConfig, type TrainConfig } from '../src/train/trainer.ts';
 import { loadDataset } from '../src/train/data.ts';
@@ -31,15 +32,8 @@ function singleRun(cfg: ModelConfig, t: TrainConfig, steps: number) {
   return { losses, m, tr, done: () => { tr.dispose(); m.dispose(); } };
 }
 
-function parallel(cfg: ModelConfig, t: TrainConfig, raw: Parameters<typeof parseParallelFlags>[0], steps: number, each?: (e: ParallelEngine, step: number) => void) {
-  const { flags, problems } = parseParallelFlags(raw, cfg, t.batch, t.seqLen, t.microBatches);
-  assert.equal(problems, []);
-  const host = createModel(cfg, t.seed) as MoEGPT;
-  const e = new ParallelEngine(cfg, flags!, t.batch * t.microBatches, t.seqLen, t.microBatches, t.seed, t.adamw, host);
-  const tr = new Trainer(host, ds, t, 1, 1, cfg.moe.topk, e, true);
-  const losses = Array.from({ length: steps }, (_, s) => { each?.(e, s); return tr.trainStep().loss; });
-  return { losses, e, tr, host, done: () => { tr.dispose(); e.dispose(); host.dispose(); } };
-}
+const parallel = (cfg: ModelConfig, t: TrainConfig, raw: Parameters<typeof parseParallelFlags>[0], steps: number, each?: (e: ParallelEngine, step: number) => void) =>
+  runParallel(ds, cfg, t, raw, steps, each);
 
 forEachBackend('train parallel placement', (test) => {
   test('flags: placement with the all-gather dispatcher and the distributed optimizer is accepted; redundant slots with it are not', () => {

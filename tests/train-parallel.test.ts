@@ -2,6 +2,7 @@
 // trainer's loss sequence; dynamic expert placement (forced re-placement with migration of weights and
 // Adam moments) does not change the numbers; checkpoints hold the gathered weights; flags are validated.
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
+import { runParallel } from './support/parallel-trainer.ts';
 import { resolveConfig, type ModelConfig } from '../src/model/config.ts';
 import { Trainer, defaultTrainConfig, type TrainConfig } from '../src/train/trainer.ts';
 import { loadDataset } from '../src/train/data.ts';
@@ -26,15 +27,8 @@ function single(cfg: ModelConfig, t: TrainConfig, steps: number): number[] {
   return out;
 }
 
-function parallel(cfg: ModelConfig, t: TrainConfig, raw: Parameters<typeof parseParallelFlags>[0], steps: number, each?: (e: ParallelEngine, step: number) => void) {
-  const { flags, problems } = parseParallelFlags(raw, cfg, t.batch, t.seqLen, t.microBatches);
-  assert.equal(problems, []);
-  const host = createModel(cfg, t.seed) as MoEGPT;
-  const e = new ParallelEngine(cfg, flags!, t.batch * t.microBatches, t.seqLen, t.microBatches, t.seed, t.adamw, host);
-  const tr = new Trainer(host, ds, t, 1, 1, cfg.moe.topk, e, true);
-  const losses = Array.from({ length: steps }, (_, s) => { each?.(e, s); return tr.trainStep().loss; });
-  return { losses, e, tr, host, done: () => { tr.dispose(); e.dispose(); host.dispose(); } };
-}
+const parallel = (cfg: ModelConfig, t: TrainConfig, raw: Parameters<typeof parseParallelFlags>[0], steps: number, each?: (e: ParallelEngine, step: number) => void) =>
+  runParallel(ds, cfg, t, raw, steps, each);
 
 forEachBackend('train parallel', (test) => {
   test('flags: dp inferred from ep, sizes parsed, every problem listed before any work', () => {
