@@ -1,5 +1,6 @@
 // `ultramoe export --format megatron|mindspeed`: the training arguments of a plan, given as a
 // plan file (`--plan plan.json`, written by `simulate --save-plan`) or as the same flags as simulate.
+import { PLAN_OPTIONS } from '../plan-flags.ts';
 import { readFileSync } from 'node:fs';
 import { parse, UsageError } from '../args.ts';
 import { exportArgs, formatExport, type ExportFormat } from '../../sim/export.ts';
@@ -13,13 +14,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const { values } = parse(argv, {
       format: { type: 'string', default: 'mindspeed' }, plan: { type: 'string' },
-      model: { type: 'string' }, device: { type: 'string' }, devices: { type: 'string' },
-      tp: { type: 'string' }, pp: { type: 'string' }, vpp: { type: 'string' }, ep: { type: 'string' }, cp: { type: 'string' },
-      mbs: { type: 'string' }, gbs: { type: 'string' }, seq: { type: 'string' },
-      recompute: { type: 'string' }, 'recompute-modules': { type: 'string' }, swap: { type: 'string' }, a2a: { type: 'string' },
-      overlap: { type: 'string' }, imbalance: { type: 'string' }, 'dist-opt': { type: 'string' }, 'tp-overlap': { type: 'string' },
-      schedule: { type: 'string' }, dtype: { type: 'string' }, flops: { type: 'string' }, baseline: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
+      ...PLAN_OPTIONS,
     }, USAGE);
     if (values.help) { console.log(USAGE); return 0; }
     if (!['megatron', 'mindspeed'].includes(values.format!)) throw new UsageError(`--format must be megatron|mindspeed (got '${values.format}')\nusage: ${USAGE}`);

@@ -2,6 +2,7 @@
 // layout × device × options, with a time breakdown. For the paper preset the defaults are the
 // paper's optimised setup (6144 Ascend 910B, hierarchical all-to-all, adaptive pipe overlap,
 // fine-grained recompute + swap, dynamic placement); --baseline gives the 4K-NPU baseline.
+import { PLAN_OPTIONS } from '../plan-flags.ts';
 import { writeFileSync } from 'node:fs';
 import { parse, UsageError } from '../args.ts';
 import { PlanError, planFromFlags, simulatePlan, type PlanFlags } from '../../sim/plan.ts';
@@ -41,13 +42,8 @@ export function formatResult(r: SimResult, title: string): string {
 export async function run(argv: string[]): Promise<number> {
   try {
     const { values } = parse(argv, {
-      model: { type: 'string' }, device: { type: 'string' }, devices: { type: 'string' },
-      tp: { type: 'string' }, pp: { type: 'string' }, vpp: { type: 'string' }, ep: { type: 'string' }, cp: { type: 'string' },
-      mbs: { type: 'string' }, gbs: { type: 'string' }, seq: { type: 'string' },
-      recompute: { type: 'string' }, 'recompute-modules': { type: 'string' }, swap: { type: 'string' }, a2a: { type: 'string' },
-      overlap: { type: 'string' }, imbalance: { type: 'string' }, 'dist-opt': { type: 'string' }, 'tp-overlap': { type: 'string' },
-      schedule: { type: 'string' }, dtype: { type: 'string' }, flops: { type: 'string' }, baseline: { type: 'boolean', default: false },
-      'save-plan': { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
+      ...PLAN_OPTIONS,
+      'save-plan': { type: 'string' },
     }, USAGE);
     if (values.help) { console.log(USAGE); return 0; }
     const plan = planFromFlags(values as PlanFlags);
