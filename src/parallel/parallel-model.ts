@@ -38,12 +38,13 @@ import { StepClock } from './clock.ts';
 import { EPMoE, type DispatcherKind, type EPRankLayer } from './ep/ep-moe.ts';
 import { AllGatherMoE } from './ep/allgather-moe.ts';
 import { isGroupScoped, type RouteGroups } from './ep/route.ts';
-import { allReduceGrads } from './dp/grad-sync.ts';
+import { allReduceGrads, gradOrZeros, uniqueGroups, type GroupFor } from './dp/grad-sync.ts';
 import { TPMappings } from './tp/mappings.ts';
 import { buildReplica } from './replica.ts';
 import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
 import { CPAttention } from './cp/cp-attention.ts';
 import { cpShard } from './cp/chunking.ts';
+import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type PhaseHost, type Scales } from './pm-phases.ts';
 
 export interface ParallelModelOptions {
   layout: string | ParallelSpec;
@@ -59,6 +60,11 @@ export interface ParallelModelOptions {
   sequenceParallel?: boolean;
   /** validate the batch shape too */
   globalBatch?: number; seqLen?: number; microBatches?: number;
+  /** a pipeline stage (pp/pp-model.ts): the parameters the stage runs (weights are charged, gradients
+   *  synchronised and expert biases updated only for these; default: all) */
+  owns?: (name: string) => boolean;
+  /** the clock ordering the ops (a pipeline stage passes one that also waits for received messages) */
+  clock?: StepClock;
 }
 
 export interface ParallelStepReport {
@@ -78,9 +84,8 @@ export interface ParallelSummary {
   makespan: number;
 }
 
-interface Scales { localAuxScale: number; groupAuxScale: number }
 
-export class ParallelModel {
+export class ParallelModel implements PhaseHost {
   readonly layout: ResolvedLayout;
   readonly replicas: MoEGPT[] = [];
   readonly params: ParamStore[] = [];
@@ -137,7 +142,7 @@ export class ParallelModel {
     const groups = (kind: GroupKind) => groupsOf(kind, dims).map((ranks) => ({ kind, ranks }));
     const world = [{ kind: 'tp-dp', ranks: [...Array(L.world).keys()] }];   // pp = cp = 1
     this.groups = { dp: groups('dp'), dpcp: groups('dp-cp'), cp: groups('cp'), ep: groups('ep'), edp: groups('edp'), tp: groups('tp'), tpcp: groups('tp-cp'), tpdp: world };
-    this.clock = new StepClock(cluster);
+    this.clock = opts.clock ?? new StepClock(cluster);
     this.tpMaps = new TPMappings(cluster, this.groups.tp, this.clock);
     for (let r = 0; r < L.world; r++) this.buildRank(r);
     if (L.tp > 1) {
@@ -146,14 +151,14 @@ export class ParallelModel {
     }
     for (let r = 0; r < L.world; r++) {
       const dev = cluster.device(r);
-      for (const [name, v] of this.params[r].vars) dev.hbm.alloc('weights', name, v.size * (dev.elementBytes ?? 4));
+      for (const [name, v] of this.params[r].vars) if (this.owns(name)) dev.hbm.alloc('weights', name, v.size * (dev.elementBytes ?? 4));
     }
     const dispatcher = opts.dispatcher ?? 'alltoall';
     this.routeGroups = { ep: this.groups.ep, global: this.groups.tpdp, tp: this.groups.tpcp };
     this.moe = dispatcher === 'allgather' ? new AllGatherMoE(cluster, this.routeGroups, this.clock) : new EPMoE(cluster, this.routeGroups, dispatcher, this.clock);
   }
 
-  private rankIn(groups: ProcessGroup[], rank: number): number { return groups.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
+  rankIn(groups: ProcessGroup[], rank: number): number { return groups.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
 
   /** Replica with the same seed as the single-device model, cut to this rank's shards (replica.ts). */
   private buildRank(r: number): void {
@@ -198,6 +203,18 @@ export class ParallelModel {
     return groups.find((g) => g.ranks.includes(rank))!;
   }
 
+  /** Whether this model (a pipeline stage) runs parameter `name`. */
+  owns(name: string): boolean { return this.opts.owns ? this.opts.owns(name) : true; }
+
+  /** Whether the aux-loss key `k` is group-scoped (its gradient weight is groupAuxScale). */
+  isGroupScoped(k: string): boolean { return isGroupScoped(k, this.routeGroups); }
+
+  /** The phases' view of the per-rank modules (pm-phases.ts). */
+  get phase(): PhaseHost['phase'] {
+    return this.phaseView ??= { attn: this.attn, mlp: this.mlp, epLayers: this.epLayers, vpEmbedding: this.vpEmbedding, vpHead: this.vpHead, newRecord: (r, o) => this.newRecord(r, o) };
+  }
+  private phaseView: PhaseHost['phase'] | null = null;
+
   private newRecord(rank: number, owner: string): SavedActivations {
     const rec = new SavedActivations(owner), dev = this.cluster.device(rank), eb = dev.elementBytes ?? 4;
     rec.onSave = (_r, info) => this.actAllocs.set(`${rank}/${owner}/${info.name}`, dev.hbm.alloc('activations', `${owner}.${info.name}`, (info.bytes / 4) * eb));
@@ -236,7 +253,7 @@ export class ParallelModel {
   }
 
   /** Gradient weights of the aux terms: each rank's tokens are 1/(tp·DP) of a micro-batch's. */
-  private scales(M: number): Scales {
+  auxScales(M: number): Scales {
     const L = this.layout, share = 1 / (L.tp * L.cp * L.dp * M);
     const scope = this.cfg.moe.auxLoss.find((a) => a.coeff > 0 && isGroupScoped(a.type, this.routeGroups))?.type;
     const groupSize = scope === 'ep-group' ? L.ep : scope === 'global' ? L.world : scope === 'switch' ? L.tp * L.cp : 1;
@@ -253,7 +270,7 @@ export class ParallelModel {
     resolveLayout(L, { model: this.cfg, globalBatch, seqLen, microBatches: M, clusterDevices: this.cluster.size });
     if (tokens.length !== globalBatch * seqLen || targets.length !== tokens.length) throw new Error(`tokens/targets must have globalBatch·seqLen = ${globalBatch * seqLen} entries`);
     const b = globalBatch / (L.dp * M);
-    const scales = this.scales(M);
+    const scales = this.auxScales(M);
     const cpAttn = L.cp > 1 ? new CPAttention(this.cluster, this.groups.cp, this.clock, this.cfg.headDim, this.cfg.ropeTheta, seqLen) : null;
     const perRank = Array.from({ length: W }, (_, rank) => ({ rank, lmLoss: 0, aux: {} as Record<string, number> }));
     const routerStats: RouterStats[][] = Array.from({ length: W }, () => []);
@@ -278,143 +295,37 @@ export class ParallelModel {
         }
       }
     }
-    if (!this.opts.distributedOptimizer) allReduceGrads(this.cluster, this.clock, this.params, this.grads, (n, r) => this.gradGroup(n, r));
-    this.endGlobalBatch();
-    for (let r = 0; r < W; r++) {
-      const dev = this.cluster.device(r);
-      for (const [n, g] of this.grads[r].grads) this.gradAllocs.push([r, dev.hbm.alloc('gradients', n, g.size * (dev.elementBytes ?? 4))]);
-    }
+    this.finishStep();
     return { loss, lmLoss, auxLoss, zLoss, perRank, routerStats };
   }
 
-  /** Forward + backward of one micro-batch on every rank in lockstep; returns each rank's CE. */
+  /** Forward + backward of one micro-batch on every rank in lockstep (pm-phases.ts); returns each rank's CE. */
   private microBatch(tok: (r: number) => Int32Array, tgt: (r: number) => Int32Array, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: CPAttention | null): number[] {
-    const W = this.layout.world, H = this.cfg.hiddenSize, ranks = [...Array(W).keys()], T = b * S, tp = this.tpMaps;
-    const emb = ranks.map((r) => this.newRecord(r, 'embedding'));
-    const heads = ranks.map((r) => this.newRecord(r, 'head'));
-    const layerRecs = this.replicas[0].blocks.map((_, l) => ranks.map((r) => this.newRecord(r, `layers.${l}`)));
-    const perRank = <X>(f: (r: number) => X): X[] => ranks.map((r) => f(r));
-    const tidyAll = (f: (r: number) => tf.Tensor) => ranks.map((r) => tf.tidy(() => f(r)));
-    const bsh = (x: tf.Tensor) => tf.reshape(x, [b, S, H]);
+    const st = newMicroBatch('', b, S, ctxs, scales, cpAttn), L = this.replicas[0].blocks.length;
     try {
-      // --- forward
-      const sp = this.sequenceParallel, Ts = sp ? T / this.layout.tp : T;
-      const res = (x: tf.Tensor) => (sp ? tf.reshape(x, [Ts, H]) : bsh(x));   // the residual stream's shape
-      let h = this.vpEmbedding ? this.vpEmbedding.forward(perRank(tok), emb, sp).map((x) => { const y = res(x); x.dispose(); return y; })
-        : perRank((r) => this.replicas[r].embed(tok(r), b, S, emb[r]));                                         // [b, S, H]
-      this.replicas[0].blocks.forEach((_, l) => {
-        const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
-        // attention: norm → f → local heads → g (all-reduce of partial outputs)
-        let aPart: tf.Tensor[];
-        if (cpAttn) {
-          const normed = tidyAll((r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));
-          aPart = cpAttn.forward(`layers.${l}.attn`, this.params, normed, recs);
-          tf.dispose(normed);
-        } else if (sp) {
-          const nS = tidyAll((r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));                       // [T/tp, H]
-          const nF = tp.gatherToTP(nS, `L${l}.attn`);                                                          // [T, H]
-          aPart = tidyAll((r) => tf.reshape(this.attn[r][l].forward(bsh(nF[r]), recs[r], ctxs[r]), [T, H]));
-          tf.dispose([...nS, ...nF]);
-        } else aPart = tidyAll((r) => this.attn[r][l].forward(blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]), recs[r], ctxs[r]));
-        if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn fwd`, { flops: 2 * T * attnParams(this.params[r], l) }));
-        const a = sp ? tp.reduceScatterToSP(aPart, `L${l}.attn`) : tp.reduceFromTP(aPart, `L${l}.attn`);
-        const pre = ranks.map((r) => tf.tidy(() => {
-          const a2 = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.forward(a[r], recs[r], ctxs[r]) : a[r];
-          const h1 = tf.add(h[r], a2);
-          return { h1, n: blocks[r].mlpNorm.forward(h1, recs[r], ctxs[r]) };
-        }));
-        tf.dispose([...h, ...aPart, ...a]);
-        let m: tf.Tensor[];
-        if (blocks[0].moe && sp) m = this.moe.forward(this.epLayers.get(l)!, pre.map((p) => p.n), recs, ctxs, scales);   // already [T/tp, H]
-        else if (blocks[0].moe) {
-          // sequence-parallel region: each TP rank routes its slice of the tokens
-          const n2 = pre.map((p) => tf.reshape(p.n, [T, H]));
-          const nSP = tp.scatterToSP(n2);
-          tf.dispose(n2);
-          const y = this.moe.forward(this.epLayers.get(l)!, nSP, recs, ctxs, scales);                        // [T/tp, H]
-          m = tp.gatherFromSP(y, `L${l}.moe`);
-          tf.dispose([...nSP, ...y]);
-        } else {
-          const nF = sp ? tp.gatherToTP(pre.map((p) => p.n), `L${l}.mlp`) : null;
-          const part = tidyAll((r) => this.mlp[r][l]!.forward(tf.reshape(nF ? nF[r] : pre[r].n, [T, H]), recs[r], ctxs[r]));
-          if (nF) tf.dispose(nF);
-          ranks.forEach((r) => this.clock.compute(r, `L${l} mlp fwd`, { flops: 2 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
-          m = sp ? tp.reduceScatterToSP(part, `L${l}.mlp`) : tp.reduceFromTP(part, `L${l}.mlp`);
-          tf.dispose(part);
-        }
-        h = tidyAll((r) => {
-          let y = res(m[r]);
-          if (blocks[r].mlpPostNorm) y = blocks[r].mlpPostNorm!.forward(y, recs[r], ctxs[r]);
-          return tf.add(pre[r].h1, y);
-        });
-        tf.dispose([...pre.flatMap((p) => [p.h1, p.n]), ...m]);
-      });
-      let ce: number[];
-      if (this.vpHead) {
-        const xN = tidyAll((r) => tf.reshape(this.replicas[r].head.norm.forward(h[r], heads[r]), [Ts, H]));
-        const x = sp ? tp.gatherToTP(xN, 'head') : xN;
-        ce = this.vpHead.forward(x, perRank(tgt), heads);
-        tf.dispose(x);
-        if (sp) tf.dispose(xN);
-      } else ce = ranks.map((r) => { const t = tf.tidy(() => this.replicas[r].head.loss(h[r], tgt(r), heads[r])); const v = t.dataSync()[0]; t.dispose(); return v; });
-      ranks.forEach((r) => this.clock.compute(r, 'head fwd', { gemm: [T, this.cfg.vocabSize / this.layout.tp, H] }));
-      tf.dispose(h);
-      // --- backward
-      let d: tf.Tensor[];
-      if (this.vpHead) {
-        const dx = this.vpHead.backward(ctxs.map((c) => c.lossScale), heads, this.grads, sp);
-        d = tidyAll((r) => this.replicas[r].head.norm.backward(res(dx[r]), heads[r], this.grads[r]));
-        tf.dispose(dx);
-      } else d = tidyAll((r) => this.replicas[r].head.backward(ctxs[r].lossScale, heads[r], this.grads[r], [b, S, H]));
-      ranks.forEach((r) => this.clock.compute(r, 'head bwd', { gemm: [T, 2 * this.cfg.vocabSize / this.layout.tp, H] }));
-      for (let l = this.replicas[0].blocks.length - 1; l >= 0; l--) {
-        const blocks = perRank((r) => this.replicas[r].blocks[l]), recs = layerRecs[l];
-        const dm = tidyAll((r) => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(d[r])));
-        let dn: tf.Tensor[];
-        if (blocks[0].moe && sp) dn = this.moe.backward(this.epLayers.get(l)!, dm, recs, this.grads, scales);
-        else if (blocks[0].moe) {
-          const dm2 = dm.map((x) => tf.reshape(x, [T, H]));
-          const dSP = tp.gatherFromSPBackward(dm2);
-          tf.dispose(dm2);
-          const dx = this.moe.backward(this.epLayers.get(l)!, dSP, recs, this.grads, scales);
-          dn = tp.scatterToSPBackward(dx, `L${l}.moe`);
-          tf.dispose([...dSP, ...dx]);
-        } else {
-          const dmF = sp ? tp.reduceScatterToSPBackward(dm, `L${l}.mlp`) : null;
-          const part = tidyAll((r) => this.mlp[r][l]!.backward(tf.reshape(dmF ? dmF[r] : dm[r], [T, H]), recs[r], this.grads[r], ctxs[r]));
-          if (dmF) tf.dispose(dmF);
-          ranks.forEach((r) => this.clock.compute(r, `L${l} mlp bwd`, { flops: 4 * T * (this.params[r].get(`layers.${l}.mlp.fc1`).size + this.params[r].get(`layers.${l}.mlp.fc2`).size) }));
-          dn = sp ? tp.gatherToTPBackward(part, `L${l}.mlp`) : tp.copyToTPBackward(part, `L${l}.mlp`);
-          tf.dispose(part);
-        }
-        const dh1 = tidyAll((r) => tf.add(d[r], blocks[r].mlpNorm.backward(res(dn[r]), recs[r], this.grads[r], ctxs[r])));
-        let daPart: tf.Tensor[];
-        if (cpAttn) {
-          const daIn = tidyAll((r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(dh1[r])));
-          daPart = cpAttn.backward(`layers.${l}.attn`, this.params, daIn, recs, this.grads);
-          tf.dispose(daIn);
-        } else if (sp) {
-          const daS = tidyAll((r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : tf.clone(dh1[r])));
-          const daF = tp.reduceScatterToSPBackward(daS, `L${l}.attn`);                                        // [T, H]
-          daPart = tidyAll((r) => tf.reshape(this.attn[r][l].backward(bsh(daF[r]), recs[r], this.grads[r], ctxs[r]), [T, H]));
-          tf.dispose([...daS, ...daF]);
-        } else daPart = tidyAll((r) => {
-          const da = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], this.grads[r], ctxs[r]) : dh1[r];
-          return this.attn[r][l].backward(da, recs[r], this.grads[r], ctxs[r]);
-        });
-        if (!cpAttn) ranks.forEach((r) => this.clock.compute(r, `L${l} attn bwd`, { flops: 4 * T * attnParams(this.params[r], l) }));
-        const da = sp ? tp.gatherToTPBackward(daPart, `L${l}.attn`) : tp.copyToTPBackward(daPart, `L${l}.attn`);
-        const dPrev = tidyAll((r) => tf.add(dh1[r], blocks[r].attnNorm.backward(da[r], recs[r], this.grads[r], ctxs[r])));
-        ranks.forEach((r) => recs[r].dispose());
-        tf.dispose([...d, ...dm, ...dn, ...dh1, ...daPart, ...da]);
-        d = dPrev;
-      }
-      if (this.vpEmbedding) this.vpEmbedding.backward(d, emb, this.grads, sp);
-      else ranks.forEach((r) => tf.tidy(() => { this.replicas[r].embedding.backward(tf.reshape(d[r], [T, H]), emb[r], this.grads[r], ctxs[r]).dispose(); }));
-      tf.dispose(d);
+      let h = embedForward(this, st, tok);
+      for (let l = 0; l < L; l++) h = layerForward(this, st, l, h);
+      const ce = headForward(this, st, h, tgt);
+      let d = headBackward(this, st);
+      for (let l = L - 1; l >= 0; l--) d = layerBackward(this, st, l, d);
+      embedBackward(this, st, d);
       return ce;
     } finally {
-      for (const rec of [...emb, ...heads, ...layerRecs.flat()]) rec.dispose();
+      disposeMicroBatch(st);
+    }
+  }
+
+  /** After the last micro-batch: gradient sync (unless the distributed optimizer does it), expert-bias
+   *  update, gradient memory accounting. */
+  finishStep(): void {
+    if (!this.opts.distributedOptimizer) {
+      if (this.opts.owns) syncOwnedGrads(this.cluster, this.clock, this.params, this.grads, (n, r) => this.gradGroup(n, r), (n) => this.owns(n));
+      else allReduceGrads(this.cluster, this.clock, this.params, this.grads, (n, r) => this.gradGroup(n, r));
+    }
+    this.endGlobalBatch();
+    for (let r = 0; r < this.layout.world; r++) {
+      const dev = this.cluster.device(r);
+      for (const [n, g] of this.grads[r].grads) this.gradAllocs.push([r, dev.hbm.alloc('gradients', n, g.size * (dev.elementBytes ?? 4))]);
     }
   }
 
@@ -423,7 +334,8 @@ export class ParallelModel {
    * TP×DP, b ← b + u·sign(mean(c) − c) on every replica, and the 'global' aux trackers reset.
    */
   private endGlobalBatch(): void {
-    for (const [, list] of this.epLayers) {
+    for (const [l, list] of this.epLayers) {
+      if (!this.owns(`layers.${l}.`)) continue;   // owns() decides by the layer prefix
       if (this.cfg.moe.expertBias) {
         for (const g of this.groups.tpdp) {
           const ins = g.ranks.map((r) => tf.tensor1d(Float32Array.from(list[r].layer.localTokensPerExpert)));
@@ -452,10 +364,21 @@ export class ParallelModel {
   }
 }
 
-/** Attention parameters of layer l on this rank (for the coarse compute charge). */
-function attnParams(params: ParamStore, l: number): number {
-  let n = 0;
-  for (const [name, v] of params.vars) if (name.startsWith(`layers.${l}.attn.`)) n += v.size;
-  return n;
+/** allReduceGrads restricted to the parameters a pipeline stage runs (the others have no gradient). */
+function syncOwnedGrads(cluster: Cluster, clock: StepClock, params: ParamStore[], grads: GradStore[], groupFor: GroupFor, owns: (n: string) => boolean): void {
+  const ranks = params.map((_, r) => r);
+  for (const name of params[0].names()) {
+    if (!owns(name)) continue;
+    for (const g of uniqueGroups(ranks, name, groupFor)) {
+      if (g.ranks.length === 1) continue;
+      const ins = g.ranks.map((r) => gradOrZeros(grads[r], params[r], name));
+      const res = cluster.comm.allReduce(g, ins, { label: `dp.grads ${name}`, after: clock.after(g.ranks) });
+      clock.comm(g.ranks, res.events);
+      g.ranks.forEach((r, i) => {
+        const old = grads[r].grads.get(name);
+        grads[r].grads.set(name, res.outputs[i]);
+        if (old) old.dispose(); else ins[i].dispose();
+      });
+    }
+  }
 }
-
