@@ -9,7 +9,7 @@
 // by name, without touching the module code.
 import { tf } from '../backend/tf.ts';
 
-export type SavedState = 'resident' | 'dropped' | 'host';
+export type SavedState = 'resident' | 'dropped' | 'host' | 'released';
 
 export interface SavedInfo {
   name: string;
@@ -61,6 +61,7 @@ export class SavedActivations {
   get<T extends tf.Tensor = tf.Tensor>(name: string): T {
     const e = this.entries.get(name);
     if (!e) throw new Error(`${this.owner}: no saved activation '${name}' (have: ${[...this.entries.keys()].join(', ')})`);
+    if (e.state === 'released') throw new Error(`${this.owner}: saved activation '${name}' was released after its last backward use and asked for again`);
     if (e.state === 'host') {
       e.tensor = tf.keep(tf.tensor(e.host!, e.shape, e.dtype));
       e.host = null;
@@ -99,6 +100,23 @@ export class SavedActivations {
     e.tensor!.dispose();
     e.tensor = null;
     e.state = 'host';
+  }
+
+  /**
+   * The backward has read these entries for the last time: free them now rather than when the
+   * record is disposed (early release, so a module's saved tensors are not all live at once). A
+   * released entry cannot be brought back (`get` throws); names the record does not hold (optional
+   * entries such as 'sharedGate') are ignored. Observers see a free for a resident entry.
+   */
+  release(...names: string[]): void {
+    for (const name of names) {
+      const e = this.entries.get(name);
+      if (!e || e.state === 'released') continue;
+      if (e.state === 'resident') { this.onFree?.(this, this.info(name)); e.tensor!.dispose(); }
+      e.tensor = null;
+      e.host = null;
+      e.state = 'released';
+    }
   }
 
   /** Register or replace the recompute recipe of an entry without dropping it. */

@@ -54,18 +54,24 @@ export class GroupedExperts {
   backward(dy: tf.Tensor2D, counts: number[], rec: SavedActivations, grads: GradStore): { dx: tf.Tensor2D; dProbs: tf.Tensor2D } {
     const out = tf.tidy(() => {
       const w1 = this.w1 as unknown as tf.Tensor3D, w3 = this.w3 as unknown as tf.Tensor3D, w2 = this.w2 as unknown as tf.Tensor3D;
-      const x = rec.get<tf.Tensor2D>('permutedTokens'), p = rec.get<tf.Tensor2D>('permutedProbs');
-      const fc1Out = rec.get('fc1Out'), fc3Out = rec.get('fc3Out'), act = rec.get('act');
+      // saved entries are read when needed and released right after their last read, so act,
+      // fc1Out/fc3Out and permutedTokens are not all live at once (memory/lifecycle.ts BACKWARD_SCRIPT)
+      const p = rec.get<tf.Tensor2D>('permutedProbs'), act = rec.get('act');
       grads.add(`${this.prefix}.w2`, groupedWeightGrad(tf.mul(act, p) as tf.Tensor2D, dy, counts)); // [E, F, H]
       const dActScaled = groupedMatMulTransposed(dy, w2, counts);                     // [N, F]
       const dProbs = tf.sum(tf.mul(dActScaled, act), 1, true) as tf.Tensor2D;        // [N, 1]
       const dAct = tf.mul(dActScaled, p);
+      rec.release('act', 'permutedProbs');
+      const fc1Out = rec.get('fc1Out'), fc3Out = rec.get('fc3Out');
       // one sigmoid shared by silu and silu' = σ + silu·(1 − σ) (12 element-wise kernels instead of 15)
       const s = tf.sigmoid(fc1Out), silu = tf.mul(fc1Out, s);
       const dFc3 = tf.mul(dAct, silu) as tf.Tensor2D;                                      // [N, F]
       const dFc1 = tf.mul(tf.mul(dAct, fc3Out), tf.add(s, tf.mul(silu, tf.sub(1, s)))) as tf.Tensor2D; // [N, F]
+      rec.release('fc1Out', 'fc3Out');
+      const x = rec.get<tf.Tensor2D>('permutedTokens');
       grads.add(`${this.prefix}.w1`, groupedWeightGrad(x, dFc1, counts));
       grads.add(`${this.prefix}.w3`, groupedWeightGrad(x, dFc3, counts));
+      rec.release('permutedTokens');
       const dx = tf.add(groupedMatMulTransposed(dFc1, w1, counts), groupedMatMulTransposed(dFc3, w3, counts)) as tf.Tensor2D;
       return { dx, dProbs };
     });
