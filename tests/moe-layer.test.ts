@@ -34,9 +34,10 @@ function run(moe: Partial<MoEConfig>, setup?: (l: MoELayer) => void): Run {
   const rec = new SavedActivations('moe');
   const grads = new GradStore();
   const yT = layer.forward(x, rec, ctx);
+  // (read before the backward, which releases every saved tensor after its last use)
+  const noise = rec.has('routerJitter') ? tf.keep(tf.clone(rec.get('routerJitter'))) : null;
   const dxT = layer.backward(dy, rec, grads, ctx);
   const plan = rec.getHost<RoutingPlan>('plan');
-  const noise = rec.has('routerJitter') ? tf.keep(tf.clone(rec.get('routerJitter'))) : null;
   const out = { layer, params, grads, y: yT.dataSync() as Float32Array, dx: dxT.dataSync() as Float32Array, plan, ctx, x, dy, noise };
   yT.dispose(); dxT.dispose(); rec.dispose();
   return out;

@@ -64,17 +64,21 @@ export class GQAttention implements Module {
 
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {
     const [B, S, H] = dy.shape, { a, g, d } = this;
-    const x2 = rows(rec.get('attn.x'));
-    const q = rec.get<tf.Tensor3D>('attn.q'), k = rec.get<tf.Tensor3D>('attn.k'), v = rec.get<tf.Tensor3D>('attn.v');
+    // saved entries are read when needed and released after their last read
     const dctx2 = linearBackward(rows(dy), rec.get('attn.ctx'), this.w('wo'), grads, `${this.prefix}.wo`); // [T, a·d]
+    rec.release('attn.ctx');
+    const q = rec.get<tf.Tensor3D>('attn.q'), k = rec.get<tf.Tensor3D>('attn.k'), v = rec.get<tf.Tensor3D>('attn.v');
     const dctx = toHeads(tf.reshape(dctx2, [B, S, a, d]));
     const { dq, dk, dv } = attentionCoreBackward(dctx, q, this.expand(k, B), this.expand(v, B), rec.get('attn.probs'), this.scale);
+    rec.release('attn.probs', 'attn.q', 'attn.k', 'attn.v');
+    const x2 = rows(rec.get('attn.x'));
     const dq2 = tf.reshape(applyRopeBackward(fromHeads(dq, B), this.theta), [B * S, a * d]);
     const dk2 = tf.reshape(applyRopeBackward(fromHeads(this.reduce(dk, B), B), this.theta), [B * S, g * d]);
     const dv2 = tf.reshape(fromHeads(this.reduce(dv, B), B), [B * S, g * d]);
     let dx = linearBackward(dq2, x2, this.w('wq'), grads, `${this.prefix}.wq`);
     dx = tf.add(dx, linearBackward(dk2, x2, this.w('wk'), grads, `${this.prefix}.wk`));
     dx = tf.add(dx, linearBackward(dv2, x2, this.w('wv'), grads, `${this.prefix}.wv`));
+    rec.release('attn.x');
     return tf.reshape(dx, [B, S, H]);
   }
 }

@@ -97,11 +97,14 @@ export class MLAttention implements Module {
 
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): tf.Tensor {
     const [B, S, H] = dy.shape, { a, dn, dr, dv } = this, T = B * S, p = this.prefix;
-    const x2 = rows(rec.get('mla.x'));
+    // saved entries are read when needed and released after their last read (mla.x last: the
+    // recipes of kRope and the down-projection inputs read it)
+    const dctx2 = linearBackward(rows(dy), rec.get('mla.ctx'), this.w('wo'), grads, `${p}.wo`);
+    rec.release('mla.ctx');
     const q = rec.get<tf.Tensor3D>('mla.q');
     const { kT, vT } = this.keysValues(rec.get('mla.kvUp'), rec.get('mla.kRope'), B, S);
-    const dctx2 = linearBackward(rows(dy), rec.get('mla.ctx'), this.w('wo'), grads, `${p}.wo`);
     const g = attentionCoreBackwardKT(toHeads(tf.reshape(dctx2, [B, S, a, dv])), q, kT, vT, rec.get('mla.probs'), this.scale);
+    rec.release('mla.probs', 'mla.q', 'mla.kvUp', 'mla.kRope');
     // keys and values (transposed per head) → up-projection and shared rope key
     const [dkNopeT, dkRopeT] = tf.split(g.dkT, [dn, dr], 1);                 // [B·a, dn, S], [B·a, dr, S]
     const dkvUpT = tf.reshape(tf.concat([dkNopeT, g.dvT], 1), [B, a, dn + dv, S]);
@@ -109,15 +112,21 @@ export class MLAttention implements Module {
     const dkRope = tf.transpose(tf.sum(tf.reshape(dkRopeT, [B, a, dr, S]), 1), [0, 2, 1]); // [B, S, dr]
     const dkRopeRaw = tf.reshape(applyRopeBackward(tf.reshape(dkRope, [B, S, 1, dr]), this.theta), [T, dr]);
     const dLatentN = linearBackward(dkvUp, rec.get('mla.kvLatent'), this.w('wkvB'), grads, `${p}.wkvB`);
+    rec.release('mla.kvLatent');
     const dLatent = this.kvANorm.backward(dLatentN, rec, grads, ctx);
+    rec.release(...this.kvANorm.savedNames);
+    const x2 = rows(rec.get('mla.x'));
     let dx = linearBackward(tf.concat([dLatent, dkRopeRaw], -1), x2, this.w('wkvA'), grads, `${p}.wkvA`);
     // queries
     const dqFull = tf.reshape(applyRopeBackward(fromHeads(g.dq, B), this.theta, dr), [T, a * (dn + dr)]);
     if (this.qANorm) {
       const dqLatent = linearBackward(dqFull, rec.get('mla.qLatent'), this.w('wqB'), grads, `${p}.wqB`);
+      rec.release('mla.qLatent');
       const dqA = this.qANorm.backward(dqLatent, rec, grads, ctx);
+      rec.release(...this.qANorm.savedNames);
       dx = tf.add(dx, linearBackward(dqA, x2, this.w('wqA'), grads, `${p}.wqA`));
     } else dx = tf.add(dx, linearBackward(dqFull, x2, this.w('wq'), grads, `${p}.wq`));
+    rec.release('mla.x');
     return tf.reshape(dx, [B, S, H]);
   }
 }

@@ -69,11 +69,14 @@ export class TransformerBlock implements Module {
   /** dh_out [B, S, H] → dh_in [B, S, H]. */
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): tf.Tensor {
     const [B, S, H] = dy.shape;
-    let dm = this.mlpPostNorm ? this.mlpPostNorm.backward(dy, rec, grads, ctx) : dy;
+    // each norm's saved entries are released once its backward has read them (the sub-modules
+    // release their own; memory/lifecycle.ts BACKWARD_SCRIPT mirrors this order)
+    const norm = (n: RMSNorm, d: tf.Tensor) => { const dx = n.backward(d, rec, grads, ctx); rec.release(...n.savedNames); return dx; };
+    let dm = this.mlpPostNorm ? norm(this.mlpPostNorm, dy) : dy;
     dm = tf.reshape(this.moe ? this.moe.backward(dm, rec, grads, ctx) : this.ffn.backward(tf.reshape(dm, [B * S, H]), rec, grads, ctx), [B, S, H]);
-    const dh1 = tf.add(dy, this.mlpNorm.backward(dm, rec, grads, ctx));
-    let da = this.attnPostNorm ? this.attnPostNorm.backward(dh1, rec, grads, ctx) : dh1;
+    const dh1 = tf.add(dy, norm(this.mlpNorm, dm));
+    let da = this.attnPostNorm ? norm(this.attnPostNorm, dh1) : dh1;
     da = this.attn.backward(da, rec, grads, ctx);
-    return tf.add(dh1, this.attnNorm.backward(da, rec, grads, ctx));
+    return tf.add(dh1, norm(this.attnNorm, da));
   }
 }

@@ -34,11 +34,15 @@ export class SwiGLUMLP implements Module {
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {
     const p = this.prefix;
     const dact = linearBackward(rows(dy), rec.get(`${this.tag}.act`), this.params.get(`${p}.fc2`), grads, `${p}.fc2`);
+    rec.release(`${this.tag}.act`); // saved entries go after their last read
     const [gate, up] = tf.split(rec.get(`${this.tag}.fc1`), 2, -1);
     const sig = tf.sigmoid(gate), silu = tf.mul(gate, sig);
     // silu'(g) = σ(g)·(1 + g·(1 − σ(g)))
     const dgate = tf.mul(tf.mul(dact, up), tf.mul(sig, tf.add(1, tf.mul(gate, tf.sub(1, sig)))));
     const dh = tf.concat([dgate, tf.mul(dact, silu)], -1);
-    return tf.reshape(linearBackward(dh, rec.get(`${this.tag}.x`), this.params.get(`${p}.fc1`), grads, `${p}.fc1`), dy.shape);
+    rec.release(`${this.tag}.fc1`);
+    const dx = linearBackward(dh, rec.get(`${this.tag}.x`), this.params.get(`${p}.fc1`), grads, `${p}.fc1`);
+    rec.release(`${this.tag}.x`);
+    return tf.reshape(dx, dy.shape);
   }
 }

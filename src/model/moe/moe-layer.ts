@@ -81,7 +81,9 @@ export class MoELayer implements Module {
       const { dx: dxPerm, dProbs } = this.experts.backward(dyPerm, tokensPerExpert, rec, grads);
       let dx: tf.Tensor = scatterAddRows(dxPerm, sortedIndices, T);                           // permute backward: [T, H]
       dx = tf.add(dx, this.router.backward(dProbs.dataSync(), rec, grads, ctx));              // the one host sync of backward
+      rec.release('routerJitter');
       if (this.shared) dx = tf.add(dx, this.shared.backward(dy2, rec, grads));
+      rec.release('x');                                                                        // after its last reader
       return tf.reshape(dx, shape);
     });
   }

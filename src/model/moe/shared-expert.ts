@@ -35,7 +35,8 @@ export class SharedExpert {
   /** dy [T, H] → dx [T, H]; adds the weight gradients. */
   backward(dy: tf.Tensor2D, rec: SavedActivations, grads: GradStore): tf.Tensor2D {
     return tf.tidy(() => {
-      const x = rec.get('x'), fc1 = rec.get('sharedFc1Out'), fc3 = rec.get('sharedFc3Out'), act = rec.get('sharedAct');
+      // 'x' is the MoE layer's input (the router also reads it): the layer releases it, not this module
+      const x = rec.get('x'), act = rec.get('sharedAct');
       let dS: tf.Tensor = dy;
       let dx: tf.Tensor | null = null;
       if (this.gate) {
@@ -45,12 +46,16 @@ export class SharedExpert {
         grads.add(`${this.prefix}.gate`, tf.matMul(x, dz, true, false));        // [H, 1]
         dx = tf.matMul(dz, this.gate, false, true);                            // [T, H]
         dS = tf.mul(dy, g);
+        rec.release('sharedGate');
       }
       grads.add(`${this.prefix}.w2`, tf.matMul(act, dS, true, false));        // [Fs, H]
       const dAct = tf.matMul(dS, this.w2, false, true);                        // [T, Fs]
+      rec.release('sharedAct');
+      const fc1 = rec.get('sharedFc1Out'), fc3 = rec.get('sharedFc3Out');
       const sg = tf.sigmoid(fc1), silu = tf.mul(fc1, sg);                  // one sigmoid for silu and silu' = σ + silu·(1 − σ)
       const dFc3 = tf.mul(dAct, silu);
       const dFc1 = tf.mul(tf.mul(dAct, fc3), tf.add(sg, tf.mul(silu, tf.sub(1, sg))));
+      rec.release('sharedFc1Out', 'sharedFc3Out');
       grads.add(`${this.prefix}.w1`, tf.matMul(x, dFc1, true, false));
       grads.add(`${this.prefix}.w3`, tf.matMul(x, dFc3, true, false));
       const dxMlp = tf.add(tf.matMul(dFc1, this.w1, false, true), tf.matMul(dFc3, this.w3, false, true));
