@@ -47,4 +47,20 @@ test('GEMM and memory-bound ops: FLOPs / (peak x efficiency(shape)) + launch', (
   assert.is(cost.curveEfficiency([[0, 0.1], [1, 0.6], [16, 0.9]], 15.9), 0.6);
 });
 
+test('smooth, shape-aware GEMM efficiency: anchors kept, no jumps, thin GEMMs memory-bound', () => {
+  const curve: Array<[number, number]> = [[0, 0.1], [1, 0.6], [16, 0.9], [128, 0.95]];
+  // equal to the step curve at the anchors, log-linear in between, flat outside
+  assertClose([cost.smoothCurveEfficiency(curve, 1), cost.smoothCurveEfficiency(curve, 16), cost.smoothCurveEfficiency(curve, 500)], [0.6, 0.9, 0.95], 1e-12, 'anchors');
+  assertClose([cost.smoothCurveEfficiency(curve, 4)], [0.6 + 0.3 * 0.5], 1e-12, 'halfway in log between 1 and 16');
+  assert.is(cost.smoothCurveEfficiency(curve, 1 / 64), 0.1);
+  // continuity: no step larger than 1% across the old jumps at 16 and 128 GFLOP
+  for (const x of [1, 16, 128]) assert.ok(Math.abs(cost.smoothCurveEfficiency(curve, x * 1.001) - cost.smoothCurveEfficiency(curve, x * 0.999)) < 0.01, `${x}`);
+  // roofline: 128 tokens x 7168 x 2048 on H100 in bf16 has intensity ~ 113 FLOP/B < ridge 295 -> memory-bound
+  const h100 = getSpec('h100-sxm');
+  const r = cost.rooflineEfficiency(128, 2048, 7168, h100);
+  assertClose([r], [(2 * 128 * 2048 * 7168) / (2 * (128 * 7168 + 7168 * 2048 + 128 * 2048)) * 3.35e12 / 989e12], 1e-12, 'roofline');
+  assert.ok(cost.gemmEfficiency(128, 2048, 7168, h100) <= r + 1e-12);
+  assert.is(cost.rooflineEfficiency(8192, 8192, 8192, h100), 1);
+});
+
 test.run();

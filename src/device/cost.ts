@@ -100,6 +100,29 @@ export function curveEfficiency(curve: EfficiencyCurve, size: number): number {
   return e;
 }
 
+/**
+ * The first anchor of a curve (threshold 0) is placed this factor below the second one for the smooth lookup:
+ * a 64x below the 1 GFLOP anchor is 16 MFLOP, a 200^3 GEMM, the size where launch-bound kernels bottom out.
+ */
+export const SMOOTH_FLOOR_RATIO = 64;
+
+/**
+ * Smooth version of the step curve: piecewise linear in log(size) through the anchors (threshold_i, eff_i),
+ * with the threshold-0 anchor at threshold_1 / SMOOTH_FLOOR_RATIO; flat below the first and above the last
+ * anchor. Equal to the step curve at every anchor, continuous in between (no jump at 1, 16 or 128 GFLOP).
+ */
+export function smoothCurveEfficiency(curve: EfficiencyCurve, size: number): number {
+  const n = curve.length;
+  if (n === 1) return curve[0][1];
+  const x = (i: number) => (i === 0 ? curve[1][0] / SMOOTH_FLOOR_RATIO : curve[i][0]);
+  if (!(size > x(0))) return curve[0][1];
+  if (size >= x(n - 1)) return curve[n - 1][1];
+  let i = 1;
+  while (size >= x(i)) i++;
+  const t = Math.log(size / x(i - 1)) / Math.log(x(i) / x(i - 1));
+  return curve[i - 1][1] + t * (curve[i][1] - curve[i - 1][1]);
+}
+
 export const gemmFlops = (m: number, n: number, k: number): number => 2 * m * n * k;
 
 /** Fraction of useful work when each dim is padded up to a multiple of `tile` (1 when tile is unset). */
@@ -109,11 +132,24 @@ export function tileUtilization(m: number, n: number, k: number, tile = 1): numb
 }
 
 /**
- * Efficiency of an [m, k] x [k, n] GEMM on `spec`: the size curve (by GFLOP) times the tile
- * utilization of its shape (a GEMM with m = 17 pads to 32 on a 16-wide matrix unit).
+ * Roofline bound of an [m, k] x [k, n] GEMM: its arithmetic intensity (FLOPs per byte of A, B and C read or
+ * written once) times the HBM bandwidth, as a fraction of the peak. Below 1 the GEMM is memory-bound
+ * (e.g. an expert GEMM with 128 tokens: DeepGEMM's m = 128 rows reach 510-645 of 1979 TFLOPS on H800).
  */
-export function gemmEfficiency(m: number, n: number, k: number, spec: DeviceSpec): number {
-  return curveEfficiency(spec.efficiency.gemm, gemmFlops(m, n, k) / 1e9) * tileUtilization(m, n, k, spec.efficiency.gemmTile);
+export function rooflineEfficiency(m: number, n: number, k: number, spec: DeviceSpec, dtype: Dtype = 'bf16'): number {
+  const bytes = DTYPE_BYTES[dtype] * (m * k + k * n + m * n);
+  const pk = spec.peakFlops[dtype] ?? spec.peakFlops.bf16 ?? 1;
+  return Math.min(1, (gemmFlops(m, n, k) / bytes) * spec.hbmBandwidth / pk);
+}
+
+/**
+ * Efficiency of an [m, k] x [k, n] GEMM on `spec`: the smooth size curve (by GFLOP) times the tile
+ * utilization of its shape (a GEMM with m = 17 pads to 32 on a 16-wide matrix unit), and at most the
+ * roofline bound of its shape (thin GEMMs are memory-bound).
+ */
+export function gemmEfficiency(m: number, n: number, k: number, spec: DeviceSpec, dtype: Dtype = 'bf16'): number {
+  const e = smoothCurveEfficiency(spec.efficiency.gemm, gemmFlops(m, n, k) / 1e9) * tileUtilization(m, n, k, spec.efficiency.gemmTile);
+  return Math.min(e, rooflineEfficiency(m, n, k, spec, dtype));
 }
 
 export function peakFlops(spec: DeviceSpec, dtype: Dtype): number {
@@ -125,12 +161,12 @@ export function peakFlops(spec: DeviceSpec, dtype: Dtype): number {
 /** Time of an [m, k] x [k, n] GEMM: FLOPs / (peak x efficiency(shape)) + launch overhead. */
 export function gemmTime(m: number, n: number, k: number, spec: DeviceSpec, dtype: Dtype = 'bf16'): number {
   if (m * n * k === 0) return spec.efficiency.launchOverhead;
-  return gemmFlops(m, n, k) / (peakFlops(spec, dtype) * gemmEfficiency(m, n, k, spec)) + spec.efficiency.launchOverhead;
+  return gemmFlops(m, n, k) / (peakFlops(spec, dtype) * gemmEfficiency(m, n, k, spec, dtype)) + spec.efficiency.launchOverhead;
 }
 
 /** Compute-bound op of `flops` at a given efficiency (default: the curve at that size). */
 export function computeTime(flops: number, spec: DeviceSpec, dtype: Dtype = 'bf16', efficiency?: number): number {
-  const eff = efficiency ?? curveEfficiency(spec.efficiency.gemm, flops / 1e9);
+  const eff = efficiency ?? smoothCurveEfficiency(spec.efficiency.gemm, flops / 1e9);
   return (flops > 0 ? flops / (peakFlops(spec, dtype) * eff) : 0) + spec.efficiency.launchOverhead;
 }
 

@@ -33,6 +33,16 @@ export interface EfficiencySpec {
   launchOverhead: number;
   /** Matrix-unit tile edge: GEMM dims are padded up to multiples of it, wasting the padding (optional). */
   gemmTile?: number;
+  /**
+   * Fused (flash) attention kernel efficiency, forward + backward, as a fraction of the BF16 peak under the
+   * Megatron accounting (backward = 2 × forward FLOPs). Optional: without it fused attention runs at the GEMM curve.
+   */
+  attention?: number;
+  /**
+   * Ceiling on FP8 GEMM efficiency as a fraction of the FP8 peak (fine-grained scaling, promotion of the
+   * accumulation to CUDA cores). Optional: without it FP8 GEMMs follow the GEMM curve.
+   */
+  fp8Gemm?: number;
 }
 
 export interface DeviceSpec {
@@ -69,6 +79,21 @@ const SRC_ASCEND_GEMM = 'Calculon curve shape, top = measured 328/376 TFLOPS BF1
 const SRC_LAUNCH_GPU = 'assumed ~5 us per kernel launch for GPU eager frameworks [U]';
 const SRC_TILE_NPU = 'DaVinci cube unit = 16x16x16 fp16 MACs per cycle (4096 MAC = 8192 FLOP/cycle, perf-model.md §4: 24 cores x 1.8 GHz x 8192) [D]';
 const SRC_TILE_GPU = 'tensor-core MMA tiles are multiples of 16 in m, n, k for bf16 (NVIDIA matmul performance guide) [S]';
+// Fused attention on Hopper (FlashAttention-3 paper, arXiv 2407.08608, Fig. 5-6, H100 80GB SXM5, head dim 128,
+// seq 4k): cuDNN 518 TFLOPS forward (causal), 499 TFLOPS backward; FA counts the backward as 2.5 x forward, so
+// under Megatron's 3 x accounting: 3 / (1/518 + 2.5/499) = 432 TFLOPS = 0.437 of 989.
+const HOPPER_ATTENTION = 3 / (1 / 518 + 2.5 / 499) / 989;
+// Ampere: FlashAttention-2 (arXiv 2307.08691) forward + backward up to 225 TFLOPS on A100 under FA's 3.5 x
+// accounting = 225 x 3 / 3.5 = 193 TFLOPS in Megatron's = 0.62 of 312.
+const AMPERE_ATTENTION = (225 * 3) / 3.5 / 312;
+// FP8 GEMM ceiling on Hopper: deepseek-ai/DeepGEMM README, grouped GEMMs (contiguous layout) at DeepSeek-V3's
+// expert shapes on H800: 4 x 8192 x 4096 x 7168 at 1297 TFLOPS and 4 x 8192 x 7168 x 2048 at 1099 TFLOPS, each
+// "1.2x" over DeepSeek's earlier CUTLASS-based kernels (the ones of the V3 training run): 1081 and 916 TFLOPS;
+// FLOP-weighted (fc1 is 2/3 of the FLOPs) 3 / (2/1081 + 1/916) = 1020 TFLOPS = 0.515 of 1979.
+const HOPPER_FP8_GEMM = 3 / (2 / (1297 / 1.2) + 1 / (1099 / 1.2)) / 1979;
+const SRC_ATTN_HOPPER = 'cuDNN fused attention on H100, head dim 128, seq 4k: 518 TFLOPS fwd (causal), 499 bwd (FlashAttention-3 paper arXiv 2407.08608 Fig. 5-6) -> 0.437 of peak under 3x accounting [S/D]';
+const SRC_ATTN_AMPERE = 'FlashAttention-2 paper (arXiv 2307.08691): fwd+bwd up to 225 TFLOPS on A100 under 3.5x accounting -> 0.62 under 3x [P/D]';
+const SRC_FP8_HOPPER = 'deepseek-ai/DeepGEMM README grouped GEMMs at DeepSeek-V3 expert shapes (1297 / 1099 TFLOPS on H800, 1.2x over the earlier CUTLASS kernels) -> 0.515 of the FP8 peak [P/D]';
 const SRC_LAUNCH_NPU = 'assumed ~10 us per op; Pangu reports host-bound launch on Ascend (pangu-ultra-moe.md §6.2) [U]';
 
 const roce200: LinkSpec = { name: 'RoCE 200G', bandwidth: 25 * G, latency: 2 * US, efficiency: 0.9 };
@@ -115,10 +140,13 @@ const nvidiaSources = (peak: string, hbm: string, nvlink: string, ib: string, ho
   'efficiency.memory': SRC_CALCULON_EFF,
   'efficiency.launchOverhead': SRC_LAUNCH_GPU,
   'efficiency.gemmTile': SRC_TILE_GPU,
+  'efficiency.attention': SRC_ATTN_HOPPER,
+  'efficiency.fp8Gemm': SRC_FP8_HOPPER,
 });
 
 const ascendEff: EfficiencySpec = { gemm: ASCEND_GEMM, memory: CALCULON_MEM, launchOverhead: 10 * US, gemmTile: 16 };
-const gpuEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16 };
+const hopperEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16, attention: HOPPER_ATTENTION, fp8Gemm: HOPPER_FP8_GEMM };
+const ampereEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16, attention: AMPERE_ATTENTION };
 
 // --- the catalog --------------------------------------------------------------------------------
 
@@ -140,7 +168,8 @@ const nvidia = (name: string, description: string, bf16: number, fp8: number | u
   intraNode: { name: 'NVLink', bandwidth: nvlinkPerDir, latency: 1 * US, efficiency: 0.6 },
   interNode: inter, hostLink: host,
   devicesPerNode: 8, hostMemoryBytes: hostMem,
-  efficiency: gpuEff, sources,
+  efficiency: fp8 ? hopperEff : ampereEff,
+  sources: fp8 ? sources : { ...sources, 'efficiency.attention': SRC_ATTN_AMPERE, 'efficiency.fp8Gemm': 'no FP8 tensor cores' },
 });
 
 const FP32_ASCEND = '; fp32 = bf16/4 assumed (cube units are fp16/bf16; fp32 runs on vector units) [U]';
@@ -262,6 +291,8 @@ export function specProblems(v: unknown): string[] {
     out.push(...curveProblems(e.gemm, 'efficiency.gemm'), ...curveProblems(e.memory, 'efficiency.memory'));
     if (!(typeof e.launchOverhead === 'number' && e.launchOverhead >= 0)) out.push(`efficiency.launchOverhead: expected seconds >= 0, got ${JSON.stringify(e.launchOverhead)}`);
     if (e.gemmTile !== undefined && !(Number.isInteger(e.gemmTile) && (e.gemmTile as number) >= 1)) out.push(`efficiency.gemmTile: expected an integer >= 1, got ${JSON.stringify(e.gemmTile)}`);
+    for (const k of ['attention', 'fp8Gemm'] as const)
+      if (e[k] !== undefined && !(isPos(e[k]) && (e[k] as number) <= 1)) out.push(`efficiency.${k}: expected a number in (0, 1], got ${JSON.stringify(e[k])}`);
   }
   if (s.sources !== undefined && (typeof s.sources !== 'object' || s.sources === null)) out.push('sources: expected an object of field -> citation');
   return out;

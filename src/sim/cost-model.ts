@@ -11,7 +11,7 @@
 // warm-up/cool-down, never more than the compute available); DP reduce-scatter / all-gather hide
 // behind one micro-batch's backward / forward plus half the bubble, the last bucket always shows.
 import {
-  allGatherTime, allReduceTime, allToAllVTime, curveEfficiency, gemmEfficiency, hostCopyTime, memoryTime,
+  allGatherTime, allReduceTime, allToAllVTime, gemmEfficiency, smoothCurveEfficiency, hostCopyTime, memoryTime,
   peakFlops, reduceScatterTime, sendRecvTime, twoTierAllToAllTime,
 } from '../device/cost.ts';
 import type { DeviceSpec, LinkSpec } from '../device/specs.ts';
@@ -42,6 +42,19 @@ function scaled(link: LinkSpec, s: number): LinkSpec {
   return r;
 }
 
+/**
+ * HBM bytes per (locally stepped) parameter of Megatron's mixed-precision optimizer step
+ * (megatron/core/optimizer/optimizer.py `MixedPrecisionOptimizer.step`): the gradient norm for clipping reads the
+ * fp32 main grad (4 B); fused Adam reads param, grad and both moments and writes param and moments (16 + 12 B; 8 + 8
+ * with BF16 moments); the copy of the fp32 main params to the bf16/fp16 model params reads 4 and writes 2 B. FP16
+ * adds the loss-scaler pass that unscales the grads and checks them for inf/NaN (read + write 4 B each).
+ */
+export function optimizerStepBytes(o: Pick<SimOptions, 'dtype' | 'bf16AdamMoments'>): number {
+  const m = o.bf16AdamMoments ? 2 : 4;
+  const adam = (4 + 4 + m + m) + (4 + m + m); // read p, g, m, v; write p, m, v
+  return 4 + adam + 6 + (o.dtype === 'fp16' ? 8 : 0);
+}
+
 interface LayerTimes { compute: number; tp: number; ep: number; cp: number; recompute: number; swap: number; epRaw: number }
 
 /** Simulate one training iteration. Does not validate the layout (see layout.ts). */
@@ -58,8 +71,16 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const dpn = spec.devicesPerNode;
   const gemmAt = (pk: number, flops: number, mm: number, nn: number, kk: number) =>
     flops <= 0 ? 0 : flops / (pk * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
-  const gemm = (flops: number, mm: number, nn: number, kk: number) => gemmAt(peak, flops, mm, nn, kk);
-  const core = (flops: number) => flops <= 0 ? 0 : flops / (peak16 * Math.min(0.98, curveEfficiency(spec.efficiency.gemm, flops / 1e9) * cal.gemmScale));
+  // GEMM efficiency in the run's dtype (the roofline bound depends on bytes per element and the peak)
+  // FP8 GEMMs: the BF16 efficiency at the same shape, capped by the measured FP8 ceiling (specs.ts `fp8Gemm`)
+  const fp8Cap = fp8 ? spec.efficiency.fp8Gemm ?? 1 : 1;
+  const gemm = (flops: number, mm: number, nn: number, kk: number) =>
+    flops <= 0 ? 0 : flops / (peak * Math.min(0.98, fp8Cap, gemmEfficiency(mm, Math.max(1, nn), kk, spec, o.dtype) * cal.gemmScale));
+  // core attention: a fused (flash) kernel runs at its measured efficiency (specs.ts `attention`), otherwise
+  // (unfused batched GEMMs, or no published figure) at the GEMM curve
+  const attnEff = o.flashAttention ? spec.efficiency.attention : undefined;
+  const small = (flops: number) => flops <= 0 ? 0 : flops / (peak16 * Math.min(0.98, smoothCurveEfficiency(spec.efficiency.gemm, flops / 1e9) * cal.gemmScale));
+  const core = (flops: number) => attnEff === undefined ? small(flops) : flops <= 0 ? 0 : flops / (peak16 * attnEff);
   const mem = (bytes: number) => bytes > 0 ? memoryTime(bytes, spec) - spec.efficiency.launchOverhead : 0;
   // FP8 quantisation of GEMM inputs (counted in the forward, so ×3 over fwd + dgrad + wgrad covers the
   // activation casts of the forward and the gradient casts of the backward)
@@ -92,7 +113,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const tokPerExpert = Math.max(1, (l.ep * tl * k) / E);
   const expertFwd = mc.hasMoE ? gemm(copies * f.expertPerCopy, tokPerExpert, 3 * fe, h)
     + gemm(T * f.sharedExpert / l.tp, T, (3 * fe * moe.numSharedExperts) / l.tp, h)
-    + core(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe))
+    + small(T * f.router / l.tp) + mem(normBytes + BETA * copies * (4 * h + 3 * fe))
     + q8(copies * (h + fe) + T * (h + fe * moe.numSharedExperts / l.tp))
     + launch(2 + 1 + 1 + (moe.numSharedExperts > 0 ? 2 : 0)) : 0;
 
@@ -168,7 +189,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     const epRaw = isMoE ? 2 * epFwd : 0;              // fwd + bwd
     let recompute = 0, epExtra = 0;
     if (o.recompute === 'full') {
-      recompute = attnFwd + mlpFwd + tpLayer / 2 + epRaw / 2 + Math.max(0, cpFwd - attnCore);
+      recompute = attnFwd + mlpFwd + tpLayer + epRaw / 2 + Math.max(0, cpFwd - attnCore);
     } else if (mods) {
       if (rc('core-attn')) recompute += attnCore + attnCoreMem;
       if (rc('mla-up-proj') && cfg.attention === 'mla' && cfg.mla) {
@@ -255,7 +276,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     ? Math.max(rs / pf(cnt), rs - Bmb - bubble / 2) + Math.max(ag / pf(cnt), ag - Fmb - bubble / 2)
     : rs + ag;
   const optParams = o.distributedOptimizer ? denseLocal / dpDense + expertLocal / edp : tpShard;
-  const optimizer = mem(optParams * 30);
+  const optimizer = mem(optParams * optimizerStepBytes(o));
   const swapOpt = o.swapOptimizer ? hostCopyTime(24 * optParams, spec) : 0;
 
   const time: TimeBreakdown = {

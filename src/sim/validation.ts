@@ -18,6 +18,8 @@ export interface ValidationRow {
   error: number;
   metric: 'tokens/s' | 'MFU';
   fits: boolean;
+  /** kind of run, for the per-kind mean error */
+  kind: 'dense GPU' | 'MoE GPU' | 'MoE NPU';
 }
 
 export function runOptions(r: PublishedRun, cal: Calibration): SimOptions {
@@ -44,16 +46,18 @@ export function paperRows(cal: Calibration = CALIBRATIONS.ascend): ValidationRow
   ];
   return rows.map(([id, n, o, mfu]) => {
     const r = simulate(mc, paperLayout(n), { ...o, calibration: cal }, spec);
-    return { id, group: 'ascend', role: 'fit' as const, measured: mfu, predicted: r.mfu, error: (r.mfu - mfu) / mfu, metric: 'MFU' as const, fits: r.memory.fits };
+    return { id, group: 'ascend', role: 'fit' as const, measured: mfu, predicted: r.mfu, error: (r.mfu - mfu) / mfu, metric: 'MFU' as const, fits: r.memory.fits, kind: 'MoE NPU' as const };
   });
 }
 
 export function validationRows(cals = CALIBRATIONS): ValidationRow[] {
   const rows: ValidationRow[] = PUBLISHED_RUNS.map((r) => {
     const s = simulateRun(r, cals[r.group]);
+    const predicted = s.tokensPerSecond * (r.goodput ?? 1);
     return {
-      id: r.id, group: r.group, role: r.role, measured: r.tokensPerSecond, predicted: s.tokensPerSecond,
-      error: (s.tokensPerSecond - r.tokensPerSecond) / r.tokensPerSecond, metric: 'tokens/s', fits: s.memory.fits,
+      id: r.id, group: r.group, role: r.role, measured: r.tokensPerSecond, predicted,
+      error: (predicted - r.tokensPerSecond) / r.tokensPerSecond, metric: 'tokens/s', fits: s.memory.fits,
+      kind: r.layout.ep > 1 ? 'MoE GPU' : 'dense GPU',
     };
   });
   return [...rows, ...paperRows(cals.ascend)];
@@ -61,6 +65,14 @@ export function validationRows(cals = CALIBRATIONS): ValidationRow[] {
 
 export function meanAbsError(rows: ValidationRow[]): number {
   return rows.length ? rows.reduce((s, r) => s + Math.abs(r.error), 0) / rows.length : 0;
+}
+
+/** Mean |error| per (kind, role) and per role, e.g. { 'dense GPU / holdout': 0.04, 'holdout': 0.047, ... }. */
+export function groupErrors(rows: ValidationRow[]): Record<string, { n: number; meanAbsError: number }> {
+  const groups = new Map<string, ValidationRow[]>();
+  const add = (k: string, r: ValidationRow) => { if (!groups.has(k)) groups.set(k, []); groups.get(k)!.push(r); };
+  for (const r of rows) { add(`${r.kind} / ${r.role}`, r); add(r.kind, r); add(r.role, r); add('all', r); }
+  return Object.fromEntries([...groups].map(([k, rs]) => [k, { n: rs.length, meanAbsError: meanAbsError(rs) }]));
 }
 
 /**
@@ -71,7 +83,7 @@ export function fitGpuCalibration(): { calibration: Calibration; fitError: numbe
   const fit = PUBLISHED_RUNS.filter((r) => r.group === 'gpu' && r.role === 'fit');
   const dense = fit.filter((r) => r.layout.ep === 1), moe = fit.filter((r) => r.layout.ep > 1);
   const err = (runs: PublishedRun[], cal: Calibration) =>
-    runs.reduce((s, r) => s + Math.abs(simulateRun(r, cal).tokensPerSecond / r.tokensPerSecond - 1), 0) / Math.max(1, runs.length);
+    runs.reduce((s, r) => s + Math.abs(simulateRun(r, cal).tokensPerSecond * (r.goodput ?? 1) / r.tokensPerSecond - 1), 0) / Math.max(1, runs.length);
   let best = { ...CALIBRATIONS.gpu }, bestE = Infinity;
   for (const g of GEMM_SCALE_GRID) {
     const e = err(dense, { ...best, gemmScale: g });
