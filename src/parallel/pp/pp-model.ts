@@ -80,7 +80,6 @@ export class PipelineParallelModel {
     this.scheduleName = opts.schedule ?? (this.vpp > 1 ? 'interleaved' : '1f1b');
     const problems: string[] = [];
     if (this.vpp > 1 && this.scheduleName !== 'interleaved') problems.push(`schedule ${this.scheduleName} needs vpp 1 (got ${this.vpp})`);
-    if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'global') && L.pp > 1) problems.push("'global' aux loss is not supported with pp > 1 (its tracker assumes each micro-batch's backward follows its forward)");
     if (problems.length) throw new Error(`PipelineParallelModel: ${problems.join('; ')}`);
     const lay = execLayout(cfg, 1, 1, {});
     this.partition = partitionLayers(Array.from({ length: cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0), L.pp, this.vpp);
