@@ -42,11 +42,6 @@ export function layerActions(plan: MemoryPlan | null): Map<number, LayerActions>
   return out;
 }
 
-/** Recipe of an entry freed after its last backward use: asking for it again is a bug. */
-const consumed = (_r: SavedActivations, name: string): never => {
-  throw new Error(`saved activation '${name}' was freed after its backward use and asked for again`);
-};
-
 // forwardPhase / RELEASE_ON: the release points, shared with the planner's lifecycle replay.
 export { forwardPhase, RELEASE_ON };
 
@@ -160,23 +155,14 @@ export class MemoryExecutor {
   }
 
   /**
-   * Before layer `layer`'s backward: returns the FLOPs of its dropped entries (charged as one op) and
-   * arms lazy recomputation. SavedActivations.get rebuilds a dropped entry when the backward of its
-   * consumer asks for it (Megatron: recompute right before the module's backward); when an entry of
-   * forward phase k is rebuilt, the backward has finished the sub-modules of phases > k, so their
-   * entries are freed then: recomputed tensors of different sub-modules are not resident together.
+   * Before layer `layer`'s backward: returns the FLOPs of its dropped entries (charged as one op).
+   * Recomputation is lazy: SavedActivations.get rebuilds a dropped entry when the backward of its
+   * consumer asks for it (Megatron: recompute right before the module's backward), and the module
+   * backwards release every entry after its last read (`SavedActivations.release`), so recomputed
+   * tensors of different sub-modules are not resident together (memory/lifecycle.ts replays this).
    */
   recompute(layer: number, rec: SavedActivations): number {
     const names = this.droppedNames.get(rec) ?? [];
-    if (!names.length) return 0;
-    const prev = rec.onSave;
-    rec.onSave = (r, info) => {
-      // free first: the backward finished those sub-modules before this rebuild started
-      const k = forwardPhase(info.name);
-      for (const i of r.list())
-        if (i.state === 'resident' && i.name !== info.name && forwardPhase(i.name) > k) r.drop(i.name, consumed);
-      prev?.(r, info);
-    };
     return names.reduce((a, n) => a + (this.opts.recomputeFlops?.(layer, n) ?? 0), 0);
   }
 

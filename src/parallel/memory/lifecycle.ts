@@ -10,11 +10,12 @@
 //   layer record at the end, keeping only the input.
 // Backward of one micro-batch (last layer first):
 //   the last layer's swapped entries are prefetched before the head's backward; before layer l's
-//   backward, those of l−1 … l−d (d = plan.prefetchAhead, default 1); inside layer l, lazy
-//   recompute walks the phases 5 → 0: the first rebuild of phase k frees every resident entry of
-//   phases > k, then all of phase k's recomputed entries come back and stay until a lower phase is
-//   rebuilt or the layer ends (the grouped-expert backward reads permutedTokens, fc1Out, fc3Out and
-//   act together). A full-recompute group replays all its layers at once.
+//   backward, those of l−1 … l−d (d = plan.prefetchAhead, default 1); inside layer l, the modules'
+//   backwards read their saved entries and release each one after its last read, in the order of
+//   `BACKWARD_SCRIPT` (from the code of block.ts, attention-mla.ts, attention-gqa.ts, mlp.ts and
+//   moe/{experts,moe-layer,shared-expert}.ts); a dropped entry is rebuilt when it is read, after
+//   the entries its recipe reads (`RECIPE_READS`, rebuilt first if dropped too). A full-recompute
+//   group replays all its layers at once.
 // The other in-flight micro-batches hold their kept bytes plus the embedding/head records.
 import type { MemoryPlan, PlanEntry } from './policy.ts';
 
@@ -43,6 +44,87 @@ export const RELEASE_ON: Readonly<Record<string, string>> = {
 };
 
 const rn = (name: string) => name.replace(/^moe\./, '');
+
+type Step = readonly ['get' | 'release', string];
+const norm = (tag: string): Step[] => [['get', `${tag}.x`], ['get', `${tag}.rstd`], ['release', `${tag}.x`], ['release', `${tag}.rstd`]];
+const gets = (...ns: string[]): Step[] => ns.map((n) => ['get', n] as const);
+const releases = (...ns: string[]): Step[] => ns.map((n) => ['release', n] as const);
+
+/**
+ * The order in which a block's backward reads (`get`) and releases its saved entries (record names),
+ * from the code (TransformerBlock.backward and the modules it calls). Entries a layer does not have
+ * (GQA vs MLA, dense MLP vs MoE, no shared expert, no gate, no jitter, no q-LoRA) are skipped.
+ */
+export const BACKWARD_SCRIPT: readonly Step[] = [
+  ...norm('mlpPostNorm'),
+  // MoELayer.backward: GroupedExperts, Router, SharedExpert, then the layer input
+  ...gets('permutedProbs', 'act'), ...releases('act', 'permutedProbs'),
+  ...gets('fc1Out', 'fc3Out'), ...releases('fc1Out', 'fc3Out'),
+  ...gets('permutedTokens'), ...releases('permutedTokens'),
+  ...gets('x', 'routerJitter'), ...releases('routerJitter'),
+  ...gets('x', 'sharedAct', 'sharedGate'), ...releases('sharedGate', 'sharedAct'),
+  ...gets('sharedFc1Out', 'sharedFc3Out'), ...releases('sharedFc1Out', 'sharedFc3Out'),
+  ...releases('x'),
+  // SwiGLUMLP.backward (dense layers)
+  ...gets('mlp.act'), ...releases('mlp.act'), ...gets('mlp.fc1'), ...releases('mlp.fc1'), ...gets('mlp.x'), ...releases('mlp.x'),
+  ...norm('mlpNorm'),
+  ...norm('attnPostNorm'),
+  // MLAttention.backward
+  ...gets('mla.ctx'), ...releases('mla.ctx'),
+  ...gets('mla.q', 'mla.kvUp', 'mla.kRope', 'mla.probs'), ...releases('mla.probs', 'mla.q', 'mla.kvUp', 'mla.kRope'),
+  ...gets('mla.kvLatent'), ...releases('mla.kvLatent'), ...norm('mla.kvANorm'),
+  ...gets('mla.x'),
+  ...gets('mla.qLatent'), ...releases('mla.qLatent'), ...norm('mla.qANorm'),
+  ...releases('mla.x'),
+  // GQAttention.backward
+  ...gets('attn.ctx'), ...releases('attn.ctx'),
+  ...gets('attn.q', 'attn.k', 'attn.v', 'attn.probs'), ...releases('attn.probs', 'attn.q', 'attn.k', 'attn.v'),
+  ...gets('attn.x'), ...releases('attn.x'),
+  ...norm('attnNorm'),
+];
+
+/**
+ * Entries a recompute recipe reads, in order (`a|b`: the first the layer has). Norm outputs are
+ * rebuilt from the norm's x and rstd; rstd from x.
+ */
+export const RECIPE_READS: Readonly<Record<string, readonly string[]>> = {
+  'mla.x': ['attnNorm.x', 'attnNorm.rstd'], 'attn.x': ['attnNorm.x', 'attnNorm.rstd'],
+  'mla.qANorm.x': ['mla.x'], 'mla.qANorm.rstd': ['mla.qANorm.x'], 'mla.qLatent': ['mla.qANorm.x', 'mla.qANorm.rstd'],
+  'mla.q': ['mla.qLatent|mla.x'],
+  'mla.kvANorm.x': ['mla.x'], 'mla.kvANorm.rstd': ['mla.kvANorm.x'], 'mla.kvLatent': ['mla.kvANorm.x', 'mla.kvANorm.rstd'],
+  'mla.kvUp': ['mla.kvLatent'], 'mla.kRope': ['mla.x'],
+  'mla.probs': ['mla.q', 'mla.kvUp', 'mla.kRope'], 'mla.ctx': ['mla.probs', 'mla.kvUp', 'mla.kRope'],
+  'attn.q': ['attn.x'], 'attn.k': ['attn.x'], 'attn.v': ['attn.x'], 'attn.probs': ['attn.q', 'attn.k'], 'attn.ctx': ['attn.probs', 'attn.v'],
+  x: ['mlpNorm.x', 'mlpNorm.rstd'], 'mlp.x': ['mlpNorm.x', 'mlpNorm.rstd'], 'mlp.fc1': ['mlp.x'], 'mlp.act': ['mlp.fc1'],
+  permutedTokens: ['x'], fc1Out: ['permutedTokens'], fc3Out: ['permutedTokens'], act: ['fc1Out', 'fc3Out'],
+  sharedFc1Out: ['x'], sharedFc3Out: ['x'], sharedAct: ['sharedFc1Out', 'sharedFc3Out'], sharedGate: ['x'],
+};
+
+/**
+ * The backward of one (not fully recomputed) layer: `resident` entries (kept or reloaded) are live at
+ * its start, `dropped` ones are rebuilt when first read. Calls `see(liveBytes, at)` at the start and
+ * after each rebuild (the only moments the live bytes grow); returns nothing: everything is released
+ * by the end.
+ */
+export function replayLayerBackward(es: readonly PlanEntry[], see: (bytes: number, at: string) => void): void {
+  const byName = new Map(es.map((e) => [rn(e.name), e]));
+  const resident = new Set<string>(), released = new Set<string>();
+  let cur = 0;
+  for (const [n, e] of byName) if (e.decision !== 'recompute') { resident.add(n); cur += e.bytes; }
+  see(cur, 'start');
+  const get = (n: string): void => {
+    const e = byName.get(n);
+    if (!e || resident.has(n) || released.has(n)) return;
+    for (const alt of RECIPE_READS[n] ?? []) { const d = alt.split('|').find((a) => byName.has(a)); if (d) get(d); }
+    resident.add(n);
+    cur += e.bytes;
+    see(cur, `rebuild ${n}`);
+  };
+  for (const [op, n] of BACKWARD_SCRIPT) {
+    if (op === 'get') get(n);
+    else if (byName.has(n) && !released.has(n)) { released.add(n); if (resident.delete(n)) cur -= byName.get(n)!.bytes; }
+  }
+}
 
 export interface LifecycleOptions {
   /** Micro-batches alive at the peak (1F1B rank r: min(p − r, M)). */
@@ -121,18 +203,9 @@ export function simulateLifecycle(plan: MemoryPlan, o: LifecycleOptions): Lifecy
     }
     prefetch(l);
     for (let j = 1; j <= ahead; j++) prefetch(layers[i - j]);
-    // resident entries of this layer: kept + reloaded; walk the phases for lazy rebuilds
-    const resident = new Map(es.filter((e) => e.decision !== 'recompute').map((e) => [e.name, e]));
-    let cur = sum([...resident.values()]);
+    // this layer's kept + reloaded entries, then the backward's reads (rebuilds) and releases
     const rest = total() - alive.get(l)!;
-    see(base + rest + cur, `backward L${l}`);
-    for (let k = 5; k >= 0; k--) {
-      const rebuilt = es.filter((e) => e.decision === 'recompute' && forwardPhase(rn(e.name)) === k);
-      if (!rebuilt.length) continue;
-      for (const [name, e] of resident) if (forwardPhase(rn(name)) > k) { resident.delete(name); cur -= e.bytes; }
-      for (const e of rebuilt) { resident.set(e.name, e); cur += e.bytes; }
-      see(base + rest + cur, `backward L${l} phase ${k}`);
-    }
+    replayLayerBackward(es, (cur, at) => see(base + rest + cur, `backward L${l} ${at}`));
     alive.set(l, 0);
   }
   return { peakBytes: peak, keptBytes: K, where };
