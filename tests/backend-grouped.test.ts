@@ -1,7 +1,7 @@
 // Grouped GEMM for MoE experts (src/backend/grouped.ts) against a naive per-expert reference,
 // including experts with zero rows, on every backend.
 import { forEachBackend, tf, assert, assertClose, assertNoLeak } from './support/backends.ts';
-import { groupedMatMul, groupedMatMulTransposed, groupedWeightGrad } from '../src/backend/grouped.ts';
+import { groupedMatMul, groupedMatMulTransposed, groupedMatMulTransposedSum, groupedWeightGrad } from '../src/backend/grouped.ts';
 
 let seed = 11;
 const rand = (n: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1);
@@ -50,6 +50,22 @@ forEachBackend('backend-grouped', (test) => {
     }
   });
 
+  test('groupedMatMulTransposedSum = sum of two groupedMatMulTransposed (accumulating GEMM, beta = 1)', () => {
+    for (const { counts, H, F } of CASES) {
+      const N = counts.reduce((a, b) => a + b, 0), E = counts.length;
+      const w = rand(E * H * F), w2 = rand(E * H * F), dy = rand(N * F), dy2 = rand(N * F);
+      const r1 = reference(new Float32Array(N * H), w, dy, counts, H, F), r2 = reference(new Float32Array(N * H), w2, dy2, counts, H, F);
+      const want = r1.dx.map((v, i) => v + r2.dx[i]);
+      const wt = tf.tensor3d(w, [E, H, F]), w2t = tf.tensor3d(w2, [E, H, F]), dyt = tf.tensor2d(dy, [N, F]), dy2t = tf.tensor2d(dy2, [N, F]);
+      const dx = groupedMatMulTransposedSum(dyt, wt, dy2t, w2t, counts);
+      assert.equal(dx.shape, [N, H]);
+      assertClose(dx.dataSync(), want, 1e-5, `dx counts=[${counts}] H=${H} F=${F}`);
+      tf.dispose([wt, w2t, dyt, dy2t, dx]);
+    }
+    const w = tf.ones([2, 3, 4]) as tf.Tensor3D, dy = tf.ones([5, 4]) as tf.Tensor2D;
+    assert.throws(() => groupedMatMulTransposedSum(dy, w, dy, tf.ones([2, 3, 5]) as tf.Tensor3D, [2, 3]), /inner dims differ|shapes differ/);
+  });
+
   test('all experts empty: N = 0 gives empty outputs and zero weight grads', () => {
     const x = tf.zeros([0, 4]) as tf.Tensor2D, w = tf.ones([2, 4, 3]) as tf.Tensor3D, dy = tf.zeros([0, 3]) as tf.Tensor2D;
     assert.equal(groupedMatMul(x, w, [0, 0]).shape, [0, 3]);
@@ -66,6 +82,6 @@ forEachBackend('backend-grouped', (test) => {
 
   test('no tensor leaks', async () => {
     const x = tf.ones([5, 3]) as tf.Tensor2D, w = tf.ones([2, 3, 4]) as tf.Tensor3D, dy = tf.ones([5, 4]) as tf.Tensor2D;
-    await assertNoLeak(() => tf.dispose([groupedMatMul(x, w, [2, 3]), groupedMatMulTransposed(dy, w, [2, 3]), groupedWeightGrad(x, dy, [0, 5])]), 'grouped ops');
+    await assertNoLeak(() => tf.dispose([groupedMatMul(x, w, [2, 3]), groupedMatMulTransposed(dy, w, [2, 3]), groupedMatMulTransposedSum(dy, w, dy, w, [2, 3]), groupedWeightGrad(x, dy, [0, 5])]), 'grouped ops');
   });
 });

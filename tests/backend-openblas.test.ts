@@ -4,8 +4,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tf, initBackend, selectGemm, backendLabel } from '../src/backend/tf.ts';
-import { groupedMatMul, groupedMatMulTransposed, groupedWeightGrad } from '../src/backend/grouped.ts';
-import { loadOpenBlas } from '../src/backend/openblas.ts';
+import { groupedMatMul, groupedMatMulTransposed, groupedMatMulTransposedSum, groupedWeightGrad } from '../src/backend/grouped.ts';
+import { loadOpenBlas, blasThreadTuner } from '../src/backend/openblas.ts';
 import { assertClose } from './support/backends.ts';
 
 let seed = 9;
@@ -70,7 +70,23 @@ if (typeof blas === 'string') {
     const counts = Array.from({ length: 256 }, (_, e) => (e % 5 === 0 ? 0 : 3 + (e % 7)));
     const N = counts.reduce((a, b) => a + b, 0), [H, F] = [32, 16];
     const x = tf.tensor2d(rand(N * H), [N, H]), w = tf.tensor3d(rand(256 * H * F), [256, H, F]), dy = tf.tensor2d(rand(N * F), [N, F]);
-    same(() => [groupedMatMul(x, w, counts), groupedMatMulTransposed(dy, w, counts), groupedWeightGrad(x, dy, counts)], 'grouped');
+    same(() => [groupedMatMul(x, w, counts), groupedMatMulTransposed(dy, w, counts), groupedWeightGrad(x, dy, counts),
+      groupedMatMulTransposedSum(dy, w, tf.neg(dy) as tf.Tensor2D, tf.mul(w, 0.5) as tf.Tensor3D, counts)], 'grouped');
+  });
+
+  test('1 and 2 BLAS threads give bit-identical products (the thread tuner may switch per call)', () => {
+    if (blas.threads() < 2 && Number(process.env.OPENBLAS_NUM_THREADS) === 1) return; // 1-thread configuration: nothing to compare
+    selectGemm('openblas');
+    const a = tf.tensor2d(rand(256 * 192), [256, 192]), b = tf.tensor2d(rand(192 * 160), [192, 160]);
+    const run = (threshold: number) => { // threshold: multiply-adds from which 2 threads are used
+      blasThreadTuner!.fixedThreshold = threshold;
+      return tf.tidy(() => [tf.matMul(a, b), tf.matMul(b, a, true, true)].map((t) => t.dataSync() as Float32Array));
+    };
+    const one = run(2 ** 40), two = run(1);
+    blasThreadTuner!.fixedThreshold = null;
+    one.forEach((v, i) => assertClose(two[i], v, 0, `product #${i}`));
+    tf.dispose([a, b]);
+    selectGemm('wasm');
   });
 }
 

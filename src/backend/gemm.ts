@@ -4,21 +4,32 @@
 // first, choosing the cheaper of op(A)·op(B) and (op(B)ᵀ·op(A)ᵀ)ᵀ) and OpenBLAS (one cblas_sgemm
 // call, see openblas.ts). The active provider is a mutable module-level choice so that switching
 // path at run time (tests, benchmarks) does not re-register kernels.
-import { type WasmInternals, xnnMatMulAt, transposeAt, scratch, freeScratch } from './wasm-heap.ts';
+import { type WasmInternals, xnnMatMulAt, transposeAt, scratch, freeScratch, f32View } from './wasm-heap.ts';
 
 export type GemmName = 'wasm' | 'openblas';
 
 export interface HeapGemm {
   readonly name: GemmName;
-  /** C[M,N] = op(A)·op(B); op(A) is [M,K] (A stored [K,M] when transA), op(B) is [K,N]. Overwrites C. */
-  sgemm(b: WasmInternals, transA: boolean, transB: boolean, M: number, N: number, K: number, aOff: number, bOff: number, cOff: number): void;
+  /** C[M,N] = op(A)·op(B); op(A) is [M,K] (A stored [K,M] when transA), op(B) is [K,N]. Overwrites C,
+   *  or with `accumulate` adds to it (C += op(A)·op(B): BLAS beta = 1). */
+  sgemm(b: WasmInternals, transA: boolean, transB: boolean, M: number, N: number, K: number, aOff: number, bOff: number, cOff: number, accumulate?: boolean): void;
   /** out[D] = Σ_r X[r,D] (the axis-0 sum behind bias gradients); null = use the JS loop. */
   colSum?(b: WasmInternals, R: number, D: number, xOff: number, outOff: number): void;
 }
 
 export const wasmGemm: HeapGemm = {
   name: 'wasm',
-  sgemm(b, tA, tB, M, N, K, aOff, bOff, cOff) {
+  sgemm(b, tA, tB, M, N, K, aOff, bOff, cOff, accumulate = false) {
+    if (accumulate) { // XNNPACK has no beta: product into scratch, then C += it
+      if (M * N === 0 || K === 0) return;
+      const s = scratch(b, M * N);
+      try {
+        wasmGemm.sgemm(b, tA, tB, M, N, K, aOff, bOff, s);
+        const c = f32View(b, cOff, M * N), p = f32View(b, s, M * N);
+        for (let i = 0; i < c.length; i++) c[i] += p[i];
+      } finally { freeScratch(b, s); }
+      return;
+    }
     if (!tA && !tB) return xnnMatMulAt(b, aOff, bOff, cOff, M, N, K);
     // Elements moved by transposes: direct = materialise op(A), op(B); swapped = compute Cᵀ = op(B)ᵀ·op(A)ᵀ
     // (free for the transposed operands) and transpose the [N,M] result.

@@ -8,8 +8,8 @@ import { activeGemm, jsGemm } from './gemm.ts';
 import { internals, offsetOf, f32View } from './wasm-heap.ts';
 
 export const GROUPED_GEMM = 'UltramoeGroupedGemm';
-/** nn: y_e = x_e·w_e   nt: dx_e = dy_e·w_eᵀ   tn: dw_e = x_eᵀ·dy_e */
-type Mode = 'nn' | 'nt' | 'tn';
+/** nn: y_e = x_e·w_e   nt: dx_e = dy_e·w_eᵀ   tn: dw_e = x_eᵀ·dy_e   nt2: dx_e = dy_e·w_eᵀ + dy2_e·w2_eᵀ */
+type Mode = 'nn' | 'nt' | 'tn' | 'nt2';
 interface Plan { mode: Mode; counts: number[]; E: number; H: number; F: number; N: number; outShape: number[] }
 
 /** y[N,F]: row block e of x[N,H] times w[e] ([E,H,F]); sum(counts) = N, counts.length = E. */
@@ -20,13 +20,24 @@ export function groupedMatMul(x: tf.Tensor2D, w: tf.Tensor3D, counts: number[]):
 export function groupedMatMulTransposed(dy: tf.Tensor2D, w: tf.Tensor3D, counts: number[]): tf.Tensor2D {
   return run('nt', dy, w, counts) as tf.Tensor2D;
 }
+/** dx[N,H] = groupedMatMulTransposed(dy, w) + groupedMatMulTransposed(dy2, w2), the second product
+ *  accumulated into the first in the GEMM (BLAS beta = 1): one output, no separate add. */
+export function groupedMatMulTransposedSum(dy: tf.Tensor2D, w: tf.Tensor3D, dy2: tf.Tensor2D, w2: tf.Tensor3D, counts: number[]): tf.Tensor2D {
+  const p = plan('nt', dy, w, counts), p2 = plan('nt', dy2, w2, counts);
+  if (p.H !== p2.H || p.F !== p2.F) throw new Error(`groupedMatMulTransposedSum: shapes differ: [${dy.shape}]·[${w.shape}]ᵀ vs [${dy2.shape}]·[${w2.shape}]ᵀ`);
+  if (tf.getKernel(GROUPED_GEMM, tf.getBackend())) {
+    const attrs = { mode: 'nt2', counts } as unknown as tf.NamedAttrMap;
+    return tf.engine().runKernel(GROUPED_GEMM, { a: dy, b: w, a2: dy2, b2: w2 }, attrs) as tf.Tensor2D;
+  }
+  return tf.tidy(() => tf.add(viaOps(p, dy, w), viaOps(p2, dy2, w2))) as tf.Tensor2D;
+}
 /** dw[E,H,F]: x_eᵀ·dy_e per expert (zeros for experts with no rows); the weight gradient. */
 export function groupedWeightGrad(x: tf.Tensor2D, dy: tf.Tensor2D, counts: number[]): tf.Tensor3D {
   return run('tn', x, dy, counts) as tf.Tensor3D;
 }
 
 function plan(mode: Mode, a: tf.Tensor, b: tf.Tensor, counts: number[]): Plan {
-  const what = { nn: 'groupedMatMul(x[N,H], w[E,H,F])', nt: 'groupedMatMulTransposed(dy[N,F], w[E,H,F])', tn: 'groupedWeightGrad(x[N,H], dy[N,F])' }[mode];
+  const what = { nn: 'groupedMatMul(x[N,H], w[E,H,F])', nt: 'groupedMatMulTransposed(dy[N,F], w[E,H,F])', tn: 'groupedWeightGrad(x[N,H], dy[N,F])', nt2: 'groupedMatMulTransposedSum' }[mode];
   const fail = (msg: string): never => { throw new Error(`${what}: ${msg}`); };
   if (a.rank !== 2 || b.rank !== (mode === 'tn' ? 2 : 3)) fail(`got shapes [${a.shape}] and [${b.shape}]`);
   if (a.dtype !== 'float32' || b.dtype !== 'float32') fail('float32 only');
@@ -77,14 +88,19 @@ function viaOps(p: Plan, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   });
 }
 
-/** The per-group GEMM calls, shared by both backends; `gemm` gets element offsets. */
-function forEachGroup(p: Plan, gemm: (tA: boolean, tB: boolean, M: number, N: number, K: number, a: number, b: number, c: number) => void, zero: (off: number, len: number) => void): void {
+/** The per-group GEMM calls, shared by both backends; `gemm` gets element offsets; `second` selects
+ *  the nt2 mode's second operand pair, accumulated into the output. */
+type GroupGemm = (tA: boolean, tB: boolean, M: number, N: number, K: number, a: number, b: number, c: number, second?: boolean) => void;
+function forEachGroup(p: Plan, gemm: GroupGemm, zero: (off: number, len: number) => void): void {
   const { H, F } = p;
   let row = 0;
   for (let e = 0; e < p.E; e++) {
     const r = p.counts[e];
     if (p.mode === 'nn') { if (r > 0) gemm(false, false, r, F, H, row * H, e * H * F, row * F); }
     else if (p.mode === 'nt') { if (r > 0) gemm(false, true, r, H, F, row * F, e * H * F, row * H); }
+    else if (p.mode === 'nt2') {
+      if (r > 0) { gemm(false, true, r, H, F, row * F, e * H * F, row * H); gemm(false, true, r, H, F, row * F, e * H * F, row * H, true); }
+    }
     else if (r > 0) gemm(true, false, H, F, r, row * H, row * F, e * H * F);
     else zero(e * H * F, H * F);
     row += r;
@@ -98,19 +114,25 @@ function planOf(inputs: { a: TensorInfo; b: TensorInfo }, attrs: { mode: Mode; c
   const [, H, F] = b.shape;
   return { ...attrs, E, N, H, F, outShape: attrs.mode === 'nn' ? [N, F] : [N, H] };
 }
+interface GroupedInputs { a: TensorInfo; b: TensorInfo; a2?: TensorInfo; b2?: TensorInfo }
+function pairOf(ins: GroupedInputs, second: boolean): [TensorInfo, TensorInfo] {
+  return second ? [ins.a2!, ins.b2!] : [ins.a, ins.b];
+}
 
 export const groupedGemmWasm: KernelConfig = {
   kernelName: GROUPED_GEMM,
   backendName: 'wasm',
   kernelFunc: ({ inputs, backend, attrs }) => {
     const b = internals(backend);
-    const ins = inputs as unknown as { a: TensorInfo; b: TensorInfo };
+    const ins = inputs as unknown as GroupedInputs;
     const p = planOf(ins, attrs as unknown as { mode: Mode; counts: number[] });
     const out = b.makeOutput(p.outShape, 'float32'); // allocate first: may grow the heap
-    const aOff = offsetOf(b, ins.a), bOff = offsetOf(b, ins.b), oOff = offsetOf(b, out);
+    const oOff = offsetOf(b, out);
     const g = activeGemm();
-    forEachGroup(p, (tA, tB, M, N, K, ao, bo, co) => g.sgemm(b, tA, tB, M, N, K, aOff + 4 * ao, bOff + 4 * bo, oOff + 4 * co),
-      (off, len) => f32View(b, oOff + 4 * off, len).fill(0));
+    forEachGroup(p, (tA, tB, M, N, K, ao, bo, co, second = false) => {
+      const [x, y] = pairOf(ins, second);
+      g.sgemm(b, tA, tB, M, N, K, offsetOf(b, x) + 4 * ao, offsetOf(b, y) + 4 * bo, oOff + 4 * co, second);
+    }, (off, len) => f32View(b, oOff + 4 * off, len).fill(0));
     return out;
   },
 };
@@ -121,11 +143,18 @@ export const groupedGemmCpu: KernelConfig = {
   backendName: 'cpu',
   kernelFunc: ({ inputs, backend, attrs }) => {
     const cpu = backend as unknown as CpuBackend;
-    const ins = inputs as unknown as { a: TensorInfo; b: TensorInfo };
+    const ins = inputs as unknown as GroupedInputs;
     const p = planOf(ins, attrs as unknown as { mode: Mode; counts: number[] });
-    const A = cpu.data.get(ins.a.dataId).values, B = cpu.data.get(ins.b.dataId).values;
     const C = new Float32Array(p.outShape.reduce((x, y) => x * y, 1));
-    forEachGroup(p, (tA, tB, M, N, K, ao, bo, co) => jsGemm(tA, tB, M, N, K, A, ao, B, bo, C, co), () => {});
+    let tmp = new Float32Array(0);
+    forEachGroup(p, (tA, tB, M, N, K, ao, bo, co, second = false) => {
+      const [x, y] = pairOf(ins, second);
+      const A = cpu.data.get(x.dataId).values, B = cpu.data.get(y.dataId).values;
+      if (!second) { jsGemm(tA, tB, M, N, K, A, ao, B, bo, C, co); return; }
+      if (tmp.length < M * N) tmp = new Float32Array(M * N);
+      jsGemm(tA, tB, M, N, K, A, ao, B, bo, tmp, 0);
+      for (let i = 0; i < M * N; i++) C[co + i] += tmp[i];
+    }, () => {});
     return cpu.makeTensorInfo(p.outShape, 'float32', C);
   },
 };

@@ -5,13 +5,15 @@
 import { createRequire } from 'node:module';
 import type { HeapGemm } from './gemm.ts';
 import { f32View } from './wasm-heap.ts';
+import { BlasThreadTuner } from './blas-threads.ts';
 
 const RowMajor = 101, NoTrans = 111, Trans = 112;
 
 export interface Blas {
   /** The library file that was loaded. */
   readonly library: string;
-  sgemm(tA: boolean, tB: boolean, M: number, N: number, K: number, A: Float32Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number): void;
+  /** C = op(A)·op(B) + beta·C (beta 0: C is overwritten, its old contents ignored; 1: accumulate). */
+  sgemm(tA: boolean, tB: boolean, M: number, N: number, K: number, A: Float32Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, beta?: number): void;
   /** y[D] = Xᵀ[D,R]·x[R] for row-major X[R,D]. */
   sgemvT(R: number, D: number, X: Float32Array, x: Float32Array, y: Float32Array): void;
   setThreads(n: number): void;
@@ -46,7 +48,7 @@ export function loadOpenBlas(): Blas | string {
     const getThreads = lib.func('int openblas_get_num_threads()');
     const blas: Blas = {
       library,
-      sgemm: (tA, tB, M, N, K, A, lda, B, ldb, C, ldc) => { sgemm(RowMajor, tA ? Trans : NoTrans, tB ? Trans : NoTrans, M, N, K, 1, A, lda, B, ldb, 0, C, ldc); },
+      sgemm: (tA, tB, M, N, K, A, lda, B, ldb, C, ldc, beta = 0) => { sgemm(RowMajor, tA ? Trans : NoTrans, tB ? Trans : NoTrans, M, N, K, 1, A, lda, B, ldb, beta, C, ldc); },
       sgemvT: (R, D, X, x, y) => { sgemv(RowMajor, Trans, R, D, 1, X, D, x, 1, 0, y, 1); },
       setThreads: (n) => { setThreads(n); },
       threads: () => getThreads() as number,
@@ -60,31 +62,41 @@ export function loadOpenBlas(): Blas | string {
 }
 
 let ones = new Float32Array(0);
-/** M·N·K below which one BLAS thread is used (128·256·1024): smaller GEMMs lose more to thread
- *  hand-off than they gain, and on a busy machine a 2-thread call can wait a whole scheduler slice. */
-const SMALL_GEMM = 1 << 25;
 
-/** The HeapGemm provider over OpenBLAS: views are made right before each call (heap may have grown). */
+/** The thread policy of the active OpenBLAS provider (for benchmark reports). */
+export let blasThreadTuner: BlasThreadTuner | null = null;
+
+/**
+ * The HeapGemm provider over OpenBLAS: views are made right before each call (heap may have grown).
+ * Threads per call: measured per size class (blas-threads.ts); env ULTRAMOE_BLAS_THREAD_MIN=W
+ * restores a fixed policy (max threads from W multiply-adds up, the previous default was 2^25).
+ */
 export function openBlasGemm(blas: Blas): HeapGemm {
-  // 2 threads only pay off for big products; small ones (MoE experts, batched heads) run faster on
-  // 1 (native-gemm.md §6.3). Switching is a cheap call, made only when the choice changes.
   const maxThreads = blas.threads();
+  const fixed = process.env.ULTRAMOE_BLAS_THREAD_MIN ? Number(process.env.ULTRAMOE_BLAS_THREAD_MIN) : null;
+  const tuner = new BlasThreadTuner(maxThreads, fixed);
+  blasThreadTuner = tuner;
   let current = maxThreads;
-  const threadsFor = (work: number) => {
-    const want = work >= SMALL_GEMM ? maxThreads : 1;
-    if (want !== current) { blas.setThreads(want); current = want; }
+  const use = (n: number) => { if (n !== current) { blas.setThreads(n); current = n; } };
+  const gemm = (tA: boolean, tB: boolean, M: number, N: number, K: number, A: Float32Array, B: Float32Array, C: Float32Array, beta: number) => {
+    const work = M * N * K;
+    const choice = tuner.pick(work);
+    use(choice.threads);
+    if (!choice.timed) { blas.sgemm(tA, tB, M, N, K, A, tA ? M : K, B, tB ? K : N, C, N, beta); return; }
+    const t0 = performance.now();
+    blas.sgemm(tA, tB, M, N, K, A, tA ? M : K, B, tB ? K : N, C, N, beta);
+    tuner.report(choice, work, performance.now() - t0);
   };
   return {
     name: 'openblas',
-    sgemm(b, tA, tB, M, N, K, aOff, bOff, cOff) {
+    sgemm(b, tA, tB, M, N, K, aOff, bOff, cOff, accumulate = false) {
       if (M * N === 0) return;
       const C = f32View(b, cOff, M * N);
-      if (K === 0) { C.fill(0); return; }
-      threadsFor(M * N * K);
-      blas.sgemm(tA, tB, M, N, K, f32View(b, aOff, M * K), tA ? M : K, f32View(b, bOff, K * N), tB ? K : N, C, N);
+      if (K === 0) { if (!accumulate) C.fill(0); return; }
+      gemm(tA, tB, M, N, K, f32View(b, aOff, M * K), f32View(b, bOff, K * N), C, accumulate ? 1 : 0);
     },
     colSum(b, R, D, xOff, outOff) {
-      threadsFor(0); // memory-bound: one thread
+      use(1); // memory-bound: one thread
       if (ones.length < R) ones = new Float32Array(R).fill(1);
       blas.sgemvT(R, D, f32View(b, xOff, R * D), ones, f32View(b, outOff, D));
     },

@@ -7,7 +7,7 @@ import { setActiveGemm, activeGemm, wasmGemm, type GemmName } from './gemm.ts';
 import { loadOpenBlas, openBlasGemm } from './openblas.ts';
 
 export { tf };
-export { groupedMatMul, groupedMatMulTransposed, groupedWeightGrad } from './grouped.ts';
+export { groupedMatMul, groupedMatMulTransposed, groupedMatMulTransposedSum, groupedWeightGrad } from './grouped.ts';
 
 export type BackendName = 'wasm' | 'cpu' | 'node';
 export type GemmChoice = 'auto' | 'openblas' | 'wasm';

@@ -6,7 +6,7 @@
 // (pre-transposed: the forward needs no transposed matMul). Expert e owns rows
 // [offsets[e], offsets[e+1]); `counts` = tokensPerExpert.
 import { tf } from '../../backend/tf.ts';
-import { groupedMatMul, groupedMatMulTransposed, groupedWeightGrad } from '../../backend/grouped.ts';
+import { groupedMatMul, groupedMatMulTransposed, groupedMatMulTransposedSum, groupedWeightGrad } from '../../backend/grouped.ts';
 import type { ParamStore, GradStore } from '../module.ts';
 import type { SavedActivations } from '../saved.ts';
 import type { InitWeight } from '../init.ts';
@@ -72,7 +72,7 @@ export class GroupedExperts {
       grads.add(`${this.prefix}.w1`, groupedWeightGrad(x, dFc1, counts));
       grads.add(`${this.prefix}.w3`, groupedWeightGrad(x, dFc3, counts));
       rec.release('permutedTokens');
-      const dx = tf.add(groupedMatMulTransposed(dFc1, w1, counts), groupedMatMulTransposed(dFc3, w3, counts)) as tf.Tensor2D;
+      const dx = groupedMatMulTransposedSum(dFc1, w1, dFc3, w3, counts);              // [N, H]: dFc1·W1ᵀ + dFc3·W3ᵀ in one kernel
       return { dx, dProbs };
     });
     return out;
