@@ -19,7 +19,8 @@ import type { MoEGPT } from '../../model/gpt.ts';
 import type { GradStore } from '../../model/module.ts';
 import { MODULE_CLASSES, type ModuleClass, type SavedActivationDesc } from '../memory/descriptors.ts';
 import { makePlan, type MemoryPlan, type RecomputePolicy, type SwapPolicy } from '../memory/policy.ts';
-import { planMemory, type PlannerResult } from '../memory/planner.ts';
+import type { PlannerResult } from '../memory/planner.ts';
+import { cachedPlanMemory } from '../memory/plan-cache.ts';
 import { evaluatePlan, type MemoryCostModel, type PlanCost, type StageTiming } from '../memory/cost.ts';
 import { partitionLayers, type Partition } from '../pipeline/partition.ts';
 import { scheduleGPipe, schedule1F1B, scheduleInterleaved, warmupInterleaved, type Schedule } from '../pipeline/schedule.ts';
@@ -114,6 +115,8 @@ export function stageTiming(lay: Pick<ExecLayout, 'costs'>, spec: DeviceSpec, fi
     opSeconds: op, launch: spec.efficiency.launchOverhead, copySeconds: (b) => hostCopyTime(b, spec), backwardFactor: bf,
     embeddingForward: first && eh ? mem(c.embeddingBytes) : 0, embeddingBackward: first && eh ? mem(bf * c.embeddingBytes) : 0,
     headSeconds: last && eh ? op(c.headFlops) + op(bf * c.headFlops) + mtpDepth * (op(c.mtpFlops) + op(bf * c.mtpFlops)) : 0,
+    // everything the functions above depend on: the planner's cache key (memory/plan-cache.ts)
+    key: JSON.stringify({ spec, dtype, first, last, mtpDepth, c: { ...c, layerForwardFlops: undefined } }),
   };
 }
 
@@ -176,7 +179,8 @@ export function planFor(descs: SavedActivationDesc[], part: Partition, o: TrainS
       if (!mine.length) continue;
       // per-tensor units: finer than (class, layer) groups, a little cheaper at the same budget (tiny:
       // 17.4% vs 18.5% at 30%); the greedy is quadratic in units, so only for a few layers per rank
-      const res = planMemory(mine, { ...model, budgetBytes: o.memoryBudget, granularity: mine.length <= 160 ? 'tensor' : 'class-layer' });
+      // cached: the trainer asks for the same plan every step (same shapes, config, budget, device)
+      const res = cachedPlanMemory(mine, { ...model, budgetBytes: o.memoryBudget, granularity: mine.length <= 160 ? 'tensor' : 'class-layer' });
       planner.push(res);
       entries.push(...res.plan.entries);
       fullLayers.push(...res.plan.fullLayers);

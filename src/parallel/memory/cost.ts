@@ -67,6 +67,8 @@ export interface StageTiming {
   embeddingBackward?: number;
   /** Seconds between the last layer's forward and its backward (head, MTP: F + B). */
   headSeconds?: number;
+  /** Fingerprint of the inputs the functions above are built from (plan-cache.ts caches only with it). */
+  key?: string;
 }
 
 export interface PlanCost {
