@@ -11,6 +11,7 @@ import { bestPerVariant, runSearch, variantConfig } from '../src/sim/search.ts';
 import { defaultSchedule } from '../src/sim/schedule.ts';
 import { simulate } from '../src/sim/cost-model.ts';
 import { paperLayout } from '../src/sim/paper.ts';
+import { paperShapeRanking } from '../src/sim/shape-ranking.ts';
 
 const test = suite('sim-search');
 const spec = getSpec('ascend-910b');
@@ -53,6 +54,20 @@ test('MindSpeed hierarchical all-to-all all-gathers every token: its cost grows 
   assert.ok(ep(256, 'allgather') > 2 * ep(256, 'dedup'));
   // at the paper's EP32 (4 nodes, k = 8) the two are within 25%
   assert.ok(Math.abs(ep(32, 'allgather') / ep(32, 'dedup') - 1) < 0.25, `${ep(32, 'allgather')} vs ${ep(32, 'dedup')}`);
+});
+
+test('the paper shape (7680 x 61) is near the top: within the simulator error band of the best shape', () => {
+  const rk = paperShapeRanking();
+  assert.is(rk.ranked.length, 23);
+  // band = held-out mean |error| of the validation (4.7% at the time of writing)
+  assert.ok(rk.band > 0 && rk.band < 0.05, `band ${rk.band}`);
+  // measured at the time of writing: rank 21 of 23, 1.86 points (4.5%) below the best; all 23 within 2.3 points
+  assert.ok(rk.nearTop, `gap ${rk.paperGapRelative} band ${rk.band}`);
+  assert.ok(rk.paperGapPoints < 2.0, `${rk.paperGapPoints}`);
+  const spread = rk.ranked[0].mfu - rk.ranked[rk.ranked.length - 1].mfu;
+  assert.ok(spread < 0.03, `spread ${spread}`);
+  // the search does not single the paper shape out: most shapes are inside the band
+  assert.ok(rk.withinBand >= 15, `${rk.withinBand}`);
 });
 
 test.run();
