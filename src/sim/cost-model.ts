@@ -72,8 +72,9 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const gemmAt = (pk: number, flops: number, mm: number, nn: number, kk: number) =>
     flops <= 0 ? 0 : flops / (pk * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
   // GEMM efficiency in the run's dtype (the roofline bound depends on bytes per element and the peak)
-  // FP8 GEMMs: the BF16 efficiency at the same shape, capped by the measured FP8 ceiling (specs.ts `fp8Gemm`)
-  const fp8Cap = fp8 ? spec.efficiency.fp8Gemm ?? 1 : 1;
+  // FP8 GEMMs: the BF16 efficiency at the same shape; with block scaling capped by the measured FP8 ceiling
+  // (specs.ts `fp8Gemm`: DeepGEMM at DeepSeek-V3's shapes)
+  const fp8Cap = fp8 && o.fp8Recipe === 'block' ? spec.efficiency.fp8Gemm ?? 1 : 1;
   const gemm = (flops: number, mm: number, nn: number, kk: number) =>
     flops <= 0 ? 0 : flops / (peak * Math.min(0.98, fp8Cap, gemmEfficiency(mm, Math.max(1, nn), kk, spec, o.dtype) * cal.gemmScale));
   // core attention: a fused (flash) kernel runs at its measured efficiency (specs.ts `attention`), otherwise

@@ -65,6 +65,12 @@ export interface SimOptions {
   bf16AdamMoments?: boolean;
   /** SwiGLU inputs of the MoE (routed and shared experts) cached in FP8 (DeepSeek-V3 report §3.3.2) */
   fp8SwigluInputs?: boolean;
+  /**
+   * FP8 scaling granularity (dtype 'fp8'): 'tensor' = per-tensor (delayed or current) scaling, Transformer Engine's
+   * default, GEMMs at the BF16 efficiency of the shape; 'block' = DeepSeek-V3's fine-grained 1×128 / 128×128 scaling
+   * with promotion of the accumulation to CUDA cores, capped by `spec.efficiency.fp8Gemm`. Default 'tensor'.
+   */
+  fp8Recipe?: 'tensor' | 'block';
   /** fraction of TP collectives hidden under GEMMs (0 = Megatron default, MC2 fusion on Ascend hides part) */
   tpCommOverlap: number;
   /** overlap DP grad reduce-scatter / param all-gather with backward / forward (--overlap-grad-reduce/--overlap-param-gather) */

@@ -24,7 +24,7 @@ export interface ValidationRow {
 
 export function runOptions(r: PublishedRun, cal: Calibration): SimOptions {
   return {
-    ...DEFAULT_OPTIONS, dtype: r.dtype, mfuDtype: 'bf16', schedule: r.schedule, recompute: r.recompute,
+    ...DEFAULT_OPTIONS, dtype: r.dtype, fp8Recipe: r.fp8Recipe, mfuDtype: 'bf16', schedule: r.schedule, recompute: r.recompute,
     recomputeModules: r.recomputeModules, hierarchicalA2A: r.hierarchicalA2A ?? false,
     adaptivePipeOverlap: r.adaptivePipeOverlap ?? false, imbalance: r.imbalance ?? 1,
     distributedOptimizer: r.distributedOptimizer, bf16AdamMoments: r.bf16AdamMoments, fp8SwigluInputs: r.fp8SwigluInputs, gatedMlp: r.gatedMlp, flashAttention: r.flashAttention ?? true, calibration: cal,

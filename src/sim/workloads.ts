@@ -30,6 +30,8 @@ export interface PublishedRun {
   device: string;
   layout: ParallelLayout;
   dtype: Dtype;
+  /** FP8 scaling granularity (SimOptions.fp8Recipe) */
+  fp8Recipe?: 'tensor' | 'block';
   schedule?: Schedule;
   recompute: 'none' | 'selective' | 'full';
   recomputeModules: RecomputeModule[];
@@ -108,14 +110,14 @@ export const PUBLISHED_RUNS: PublishedRun[] = [
     assumptions: 'VPP 2, micro-batch 1, same recompute as the 512-GPU run, ρ = 1 [U]',
   },
   {
-    id: 'dsv3-h100x1024-fp8', model: dsv3, gatedMlp: true, device: 'h100-sxm', layout: L(2, 8, 4, 64, 64, 1, 8192, 4096), dtype: 'fp8',
+    id: 'dsv3-h100x1024-fp8', model: dsv3, gatedMlp: true, device: 'h100-sxm', layout: L(2, 8, 4, 64, 64, 1, 8192, 4096), dtype: 'fp8', fp8Recipe: 'block',
     recompute: 'selective', recomputeModules: MEG_DSV3_RECOMPUTE, distributedOptimizer: true, imbalance: 1, hierarchicalA2A: true,
     tokensPerSecond: 1297 * 1024, group: 'gpu', role: 'holdout',
-    source: 'NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md (25.09): 1,297 tok/s/GPU, TP2 PP8 VP4 EP64 GBS 8192, FP8, forced balance',
+    source: 'NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md (25.09): 1,297 tok/s/GPU, TP2 PP8 VP4 EP64 GBS 8192, FP8 with 128x128 weight / 1x128 activation scaling ("match those used in the original DeepSeekV3 pre-training"), forced balance',
     assumptions: 'linear GEMMs at the FP8 peak plus FP8 quantisation traffic, core attention and output head in BF16, communication in bf16, micro-batch 1, DeepEP dispatch (Megatron-Bridge apply_deepep on Hopper) as hierarchical all-to-all, no EP overlap (the Bridge H100 workload config sets none; the maintainer quotes ~350 TFLOPS with 1F1B all-to-all overlap, yanring/Megatron-MoE-ModelZoo#5, so the run may have had it: the model then gives +85%) [U]',
   },
   {
-    id: 'dsv3-h800x2048-fp8', model: dsv3, gatedMlp: true, device: 'h800-sxm', layout: L(1, 16, 1, 64, 128, 1, 15360, 4096), dtype: 'fp8',
+    id: 'dsv3-h800x2048-fp8', model: dsv3, gatedMlp: true, device: 'h800-sxm', layout: L(1, 16, 1, 64, 128, 1, 15360, 4096), dtype: 'fp8', fp8Recipe: 'block',
     schedule: 'dualpipe', recompute: 'selective', recomputeModules: ['norm', 'mla-up-proj', 'activation', 'moe-act'], distributedOptimizer: true,
     imbalance: 1.05, adaptivePipeOverlap: true, hierarchicalA2A: true, bf16AdamMoments: true, fp8SwigluInputs: true,
     tokensPerSecond: 1543 * 2048, goodput: GOODPUT_WHOLE_RUN, group: 'gpu', role: 'holdout',
