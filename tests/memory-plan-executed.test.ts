@@ -2,7 +2,7 @@
 // resident saved activations and the added step time the cost model predicts (evaluatePlan: the
 // lifecycle replay and the event replay of one micro-batch) equal what runTrainStep executes
 // (SavedLedger peak, timeline makespan). Both follow the same rules (release points, one-layer-ahead
-// prefetch, lazy recompute by block phase, full-duplex host copies), so the tolerance is tight.
+// prefetch, lazy recompute as the backward reads, early release after the last read, full-duplex host copies), so the tolerance is tight.
 import { forEachBackend, assert, TEST_BACKENDS } from './support/backends.ts';
 import { resolveConfig, type ConfigOverrides } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';

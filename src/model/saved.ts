@@ -46,6 +46,9 @@ export class SavedActivations {
   onSave: ((rec: SavedActivations, info: SavedInfo) => void) | null = null;
   onFree: ((rec: SavedActivations, info: SavedInfo) => void) | null = null;
 
+  /** false: `release` does nothing and entries live until `dispose` (to measure what release saves). */
+  static earlyRelease = true;
+
   constructor(readonly owner: string) {}
 
   /** Keep `t` under `name` (a module-local name such as 'x' or 'probs'). Returns `t`. */
@@ -109,6 +112,7 @@ export class SavedActivations {
    * entries such as 'sharedGate') are ignored. Observers see a free for a resident entry.
    */
   release(...names: string[]): void {
+    if (!SavedActivations.earlyRelease) return;
     for (const name of names) {
       const e = this.entries.get(name);
       if (!e || e.state === 'released') continue;

@@ -106,7 +106,7 @@ export const RECIPE_READS: Readonly<Record<string, readonly string[]>> = {
  * after each rebuild (the only moments the live bytes grow); returns nothing: everything is released
  * by the end.
  */
-export function replayLayerBackward(es: readonly PlanEntry[], see: (bytes: number, at: string) => void): void {
+export function replayLayerBackward(es: readonly PlanEntry[], see: (bytes: number, at: string) => void, release = true): void {
   const byName = new Map(es.map((e) => [rn(e.name), e]));
   const resident = new Set<string>(), released = new Set<string>();
   let cur = 0;
@@ -122,7 +122,7 @@ export function replayLayerBackward(es: readonly PlanEntry[], see: (bytes: numbe
   };
   for (const [op, n] of BACKWARD_SCRIPT) {
     if (op === 'get') get(n);
-    else if (byName.has(n) && !released.has(n)) { released.add(n); if (resident.delete(n)) cur -= byName.get(n)!.bytes; }
+    else if (release && byName.has(n) && !released.has(n)) { released.add(n); if (resident.delete(n)) cur -= byName.get(n)!.bytes; }
   }
 }
 
@@ -133,6 +133,8 @@ export interface LifecycleOptions {
   preBytes?: number;
   /** Bytes per micro-batch saved after the last layer and freed before the layers' backward (head, MTP). */
   postBytes?: number;
+  /** false: the backward keeps every entry until the layer's end (SavedActivations.earlyRelease off). */
+  release?: boolean;
 }
 
 export interface LifecycleResult {
@@ -205,7 +207,7 @@ export function simulateLifecycle(plan: MemoryPlan, o: LifecycleOptions): Lifecy
     for (let j = 1; j <= ahead; j++) prefetch(layers[i - j]);
     // this layer's kept + reloaded entries, then the backward's reads (rebuilds) and releases
     const rest = total() - alive.get(l)!;
-    replayLayerBackward(es, (cur, at) => see(base + rest + cur, `backward L${l} ${at}`));
+    replayLayerBackward(es, (cur, at) => see(base + rest + cur, `backward L${l} ${at}`), o.release ?? true);
     alive.set(l, 0);
   }
   return { peakBytes: peak, keptBytes: K, where };
