@@ -15,8 +15,13 @@ import { resolveConfig } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';
 import { predictStepSeconds, runTrainStep, type TrainStepOptions } from '../src/parallel/exec/train-step.ts';
 import { sendRecvTime } from '../src/device/cost.ts';
+import { getSpec } from '../src/device/specs.ts';
 import { gradArrays, toyMicroBatches } from '../src/parallel/exec/reference.ts';
 import { exposedSwap } from '../src/parallel/exec/report.ts';
+import { execLayout } from '../src/parallel/exec/layout.ts';
+import { makeSchedule, predictPlan, stageCostModels } from '../src/parallel/exec/train-step.ts';
+import { partitionLayers } from '../src/parallel/pipeline/partition.ts';
+import { planMemory } from '../src/parallel/memory/planner.ts';
 
 const argv = process.argv.slice(2);
 const arg = (k: string, d: string) => (argv.includes(`--${k}`) ? argv[argv.indexOf(`--${k}`) + 1] : d);
@@ -92,18 +97,45 @@ async function layout(variantList: [string, Partial<TrainStepOptions>][]): Promi
   return rows;
 }
 
+/**
+ * The counterfactual without early release (module backwards keep every saved entry until the
+ * layer's end, SavedActivations.earlyRelease = false): the planner's plan and its cost under that
+ * rule, from the cost model (its replay with `release: false` equals the executed ledger,
+ * tests/memory-early-release.test.ts), at the same budget.
+ */
+function plannerWithoutRelease(budgetBytes: number, basePeak: number) {
+  const lay = execLayout(cfg, B, S);
+  const part = partitionLayers(Array.from({ length: cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0), pp, 1);
+  const o = { pp, microBatches: mbs };
+  const models = stageCostModels(part, o, '1f1b', getSpec('ascend-910b'), lay.layerFlops, lay, cfg.numMtpLayers).map((m) => ({ ...m, model: { ...m.model, release: false } }));
+  const entries = models.flatMap(({ layers, model: cm }) => {
+    const mine = lay.descs.filter((d) => layers.has(d.layer));
+    return mine.length ? planMemory(mine, { ...cm, budgetBytes, granularity: 'tensor' }).plan.entries : [];
+  });
+  const sched = makeSchedule('1f1b', pp, 1, mbs.length);
+  const p2p = pp > 1 ? sendRecvTime(B * S * cfg.hiddenSize * 4, getSpec('ascend-910b').intraNode) : 0;
+  const pred = predictPlan({ entries, fullLayers: [] }, lay.descs, models), base = predictPlan(null, lay.descs, models);
+  const peak = Math.max(...pred.map((c) => c.peakBytes));
+  const added = predictStepSeconds(sched, pred, p2p) / predictStepSeconds(sched, base, p2p, false) - 1;
+  console.log(`planner (budget ${(100 * budgetBytes / basePeak).toFixed(0)}%) WITHOUT early release (predicted): peak ${(100 * peak / basePeak).toFixed(1)}%, added ${(100 * added).toFixed(1)}%`);
+  return { budgetBytes, predictedPeakBytes: peak, predictedPeakFraction: peak / basePeak, predictedAddedFraction: added, fits: peak <= budgetBytes };
+}
+
 console.log(`tiny, batch ${B} × seq ${S}, pp=1, ${M} micro-batches (peak = max over ranks of resident saved activations)`);
 const single = argv.includes('--no-pp1') ? [] : await layout(variants);
+const noRelease1 = single.length ? plannerWithoutRelease(Math.floor(budgetFraction * single[0].peakActivationBytes), single[0].peakActivationBytes) : null;
 let pp4: Row[] = [];
+let noRelease4: ReturnType<typeof plannerWithoutRelease> | null = null;
 if (!argv.includes('--no-pp4')) {
   pp = 4; mbs = toyMicroBatchesLazy(8);
   console.log(`tiny, batch ${B} × seq ${S}, pp=4 (1 layer per stage), 1F1B, 8 micro-batches`);
   pp4 = await layout([variants[0], variants.find((v) => v[0].startsWith('selective:pangu'))!, variants.find((v) => v[0] === 'full')!]);
+  noRelease4 = plannerWithoutRelease(Math.floor(budgetFraction * pp4[0].peakActivationBytes), pp4[0].peakActivationBytes);
 }
 
 mkdirSync('bench/results', { recursive: true });
 writeFileSync('bench/results/memory.json', JSON.stringify({
   preset: 'tiny', batch: B, seqLen: S, device: 'ascend-910b (simulated)', budgetFraction,
-  layouts: [{ pp: 1, microBatches: M, rows: single }, { pp: 4, microBatches: 8, schedule: '1f1b', rows: pp4 }],
+  layouts: [{ pp: 1, microBatches: M, rows: single, plannerWithoutEarlyRelease: noRelease1 }, { pp: 4, microBatches: 8, schedule: '1f1b', rows: pp4, plannerWithoutEarlyRelease: noRelease4 }],
 }, null, 2));
 console.log('wrote bench/results/memory.json');

@@ -50,6 +50,8 @@ export interface MemoryCostModel {
   postBytes?: number;
   /** The executor's op costs; enables the event replay of the time per micro-batch. */
   timing?: StageTiming;
+  /** false: model backwards that keep every saved entry until the layer's end (no early release). */
+  release?: boolean;
 }
 
 /** How the executor charges a stage's ops (pure: the device's cost functions, captured by the caller). */
@@ -101,7 +103,7 @@ export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel): PlanCost {
   const n = m.inFlight;
   const entries = plan.entries;
   const full = new Set(plan.fullLayers);
-  const life = simulateLifecycle(plan, { inFlight: n, preBytes: m.preBytes, postBytes: m.postBytes });
+  const life = simulateLifecycle(plan, { inFlight: n, preBytes: m.preBytes, postBytes: m.postBytes, release: m.release });
   const total = entries.reduce((a, e) => a + e.bytes, 0);
   const baselinePeakBytes = n * (total + (m.preBytes ?? 0) + (m.postBytes ?? 0));
   const layerFlops = layerFlopsOf(entries, m);
