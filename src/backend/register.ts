@@ -7,6 +7,11 @@ import { sliceWasm, splitVWasm } from './slice.ts';
 import { gatherV2Wasm, gatherV2Cpu } from './gather.ts';
 import { oneHotWasm, sumWasm, unsortedSegmentSumWasm, unsortedSegmentSumCpu } from './reduce.ts';
 import { groupedGemmWasm, groupedGemmCpu } from './grouped.ts';
+import { rmsNormKernels } from './fused-norm.ts';
+import { swigluKernels } from './fused-swiglu.ts';
+
+/** Fused element-wise kernels, registered on the backends they have a config for. */
+const fused = [...rmsNormKernels, ...swigluKernels];
 
 let on = true;
 const enabled = () => on;
@@ -40,11 +45,13 @@ export function registerOverrides(backend: string): void {
     replace('Sum', 'wasm', sumWasm);
     add(unsortedSegmentSumWasm);
     add(groupedGemmWasm);
+    fused.filter((k) => k.backendName === 'wasm').forEach(add);
   } else if (backend === 'cpu') {
     replace('BatchMatMul', 'cpu', batchMatMulCpu);
     replace('GatherV2', 'cpu', gatherV2Cpu);
     add(unsortedSegmentSumCpu);
     add(groupedGemmCpu);
+    fused.filter((k) => k.backendName === 'cpu').forEach(add);
   }
   done.add(backend);
 }

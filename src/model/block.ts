@@ -71,12 +71,13 @@ export class TransformerBlock implements Module {
     const [B, S, H] = dy.shape;
     // each norm's saved entries are released once its backward has read them (the sub-modules
     // release their own; memory/lifecycle.ts BACKWARD_SCRIPT mirrors this order)
-    const norm = (n: RMSNorm, d: tf.Tensor) => { const dx = n.backward(d, rec, grads, ctx); rec.release(...n.savedNames); return dx; };
+    // (res: the skip connection's gradient, added inside the norm's backward kernel)
+    const norm = (n: RMSNorm, d: tf.Tensor, res?: tf.Tensor) => { const dx = n.backwardAdd(d, rec, grads, res); rec.release(...n.savedNames); return dx; };
     let dm = this.mlpPostNorm ? norm(this.mlpPostNorm, dy) : dy;
     dm = tf.reshape(this.moe ? this.moe.backward(dm, rec, grads, ctx) : this.ffn.backward(tf.reshape(dm, [B * S, H]), rec, grads, ctx), [B, S, H]);
-    const dh1 = tf.add(dy, norm(this.mlpNorm, dm));
+    const dh1 = norm(this.mlpNorm, dm, dy);
     let da = this.attnPostNorm ? norm(this.attnPostNorm, dh1) : dh1;
     da = this.attn.backward(da, rec, grads, ctx);
-    return tf.add(dh1, norm(this.attnNorm, da));
+    return norm(this.attnNorm, da, dh1);
   }
 }

@@ -3,15 +3,15 @@
 // Saved: mlp.x (input = pre-norm output), mlp.fc1 [T, 2F] (gate|up), mlp.act [T, F] (fc2 input);
 // fc1 and act have recompute recipes.
 import { tf } from '../backend/tf.ts';
+import { swigluPacked, swigluPackedBackward } from '../backend/fused-swiglu.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
 import type { SavedActivations } from './saved.ts';
 import { seedOf, type InitWeight } from './init.ts';
 import { linear, linearBackward, rows } from './linear.ts';
 
-/** silu(gate)·up of [gate | up]. */
+/** silu(gate)·up of [gate | up] (one fused kernel after the sigmoid: src/backend/fused-swiglu.ts). */
 export function swiglu(h: tf.Tensor): tf.Tensor {
-  const [gate, up] = tf.split(h, 2, -1);
-  return tf.mul(tf.mul(gate, tf.sigmoid(gate)), up);
+  return swigluPacked(h);
 }
 
 export class SwiGLUMLP implements Module {
@@ -35,11 +35,8 @@ export class SwiGLUMLP implements Module {
     const p = this.prefix;
     const dact = linearBackward(rows(dy), rec.get(`${this.tag}.act`), this.params.get(`${p}.fc2`), grads, `${p}.fc2`);
     rec.release(`${this.tag}.act`); // saved entries go after their last read
-    const [gate, up] = tf.split(rec.get(`${this.tag}.fc1`), 2, -1);
-    const sig = tf.sigmoid(gate), silu = tf.mul(gate, sig);
-    // silu'(g) = σ(g)·(1 + g·(1 − σ(g)))
-    const dgate = tf.mul(tf.mul(dact, up), tf.mul(sig, tf.add(1, tf.mul(gate, tf.sub(1, sig)))));
-    const dh = tf.concat([dgate, tf.mul(dact, silu)], -1);
+    // dh = [dgate | dup] = [(dact·up)·silu'(gate) | dact·silu(gate)], silu' = σ + silu·(1 − σ): one fused kernel
+    const dh = swigluPackedBackward(dact, rec.get(`${this.tag}.fc1`));                // [T, 2F]
     rec.release(`${this.tag}.fc1`);
     const dx = linearBackward(dh, rec.get(`${this.tag}.x`), this.params.get(`${p}.fc1`), grads, `${p}.fc1`);
     rec.release(`${this.tag}.x`);

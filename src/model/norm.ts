@@ -3,6 +3,7 @@
 // (e.g. 'attn.x'), so it is a separate entry that recompute/swap policies can drop on its own;
 // `output(rec)` is the recompute recipe the consumer's owner registers for it. rstd has a recipe.
 import { tf } from '../backend/tf.ts';
+import { rmsNorm, rmsNormBackward } from '../backend/fused-norm.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
 import type { SavedActivations } from './saved.ts';
 
@@ -18,13 +19,17 @@ export class RMSNorm implements Module {
   }
 
   forward(x: tf.Tensor, rec: SavedActivations, _ctx?: ForwardContext): tf.Tensor {
-    const rstd = this.rstd(x); // [..., 1]
+    const { y, rstd } = rmsNorm(x, this.params.get(this.weightName), this.eps); // one fused kernel; rstd [..., 1]
     rec.save(`${this.tag}.x`, tf.clone(x)); // a clone: the record owns its entries
     rec.save(`${this.tag}.rstd`, rstd, (r) => this.rstd(r.get(`${this.tag}.x`)));
-    return tf.mul(tf.mul(x, rstd), this.params.get(this.weightName));
+    return y;
   }
 
-  private rstd(x: tf.Tensor): tf.Tensor { return tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), this.eps)); }
+  private rstd(x: tf.Tensor): tf.Tensor {
+    const { y, rstd } = rmsNorm(x, this.params.get(this.weightName), this.eps);
+    y.dispose();
+    return rstd;
+  }
 
   /** The forward output recomputed from the saved entries (a restorer for its consumer's input). */
   output(rec: SavedActivations): tf.Tensor {
@@ -32,14 +37,17 @@ export class RMSNorm implements Module {
   }
 
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, _ctx?: ForwardContext): tf.Tensor {
+    return this.backwardAdd(dy, rec, grads);
+  }
+
+  /**
+   * dx + residual (residual: the skip connection's gradient, same shape; added in the same kernel).
+   * dx = rstd·(dxhat − xhat·mean(dxhat·xhat)), xhat = x·rstd, dxhat = dy·g; grads[weight] += Σ dy·xhat.
+   */
+  backwardAdd(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, residual?: tf.Tensor): tf.Tensor {
     const x = rec.get(`${this.tag}.x`), rstd = rec.get(`${this.tag}.rstd`);
-    const g = this.params.get(this.weightName);
-    const xhat = tf.mul(x, rstd);
-    const D = x.shape[x.shape.length - 1];
-    grads.add(this.weightName, tf.sum(tf.reshape(tf.mul(dy, xhat), [-1, D]), 0));
-    const dxhat = tf.mul(dy, g);
-    // d/dx of x·rstd: rstd·(dxhat − xhat·mean(dxhat·xhat))
-    const proj = tf.mean(tf.mul(dxhat, xhat), -1, true);
-    return tf.mul(rstd, tf.sub(dxhat, tf.mul(xhat, proj)));
+    const { dx, dg } = rmsNormBackward(dy, x, rstd, this.params.get(this.weightName), residual);
+    grads.add(this.weightName, dg);
+    return dx;
   }
 }

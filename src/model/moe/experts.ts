@@ -7,6 +7,7 @@
 // [offsets[e], offsets[e+1]); `counts` = tokensPerExpert.
 import { tf } from '../../backend/tf.ts';
 import { groupedMatMul, groupedMatMulTransposed, groupedMatMulTransposedSum, groupedWeightGrad } from '../../backend/grouped.ts';
+import { swiglu, swigluBackward } from '../../backend/fused-swiglu.ts';
 import type { ParamStore, GradStore } from '../module.ts';
 import type { SavedActivations } from '../saved.ts';
 import type { InitWeight } from '../init.ts';
@@ -44,9 +45,10 @@ export class GroupedExperts {
         (r) => groupedMatMul(r.get<tf.Tensor2D>('permutedTokens'), w1, counts));                    // [N, F]
       const fc3Out = rec.save('fc3Out', groupedMatMul(permutedTokens, w3, counts),
         (r) => groupedMatMul(r.get<tf.Tensor2D>('permutedTokens'), w3, counts));                    // [N, F]
-      const act = rec.save('act', tf.mul(tf.mul(fc1Out, tf.sigmoid(fc1Out)), fc3Out) as tf.Tensor2D,
-        (r) => { const z = r.get('fc1Out'); return tf.mul(tf.mul(z, tf.sigmoid(z)), r.get('fc3Out')); }); // [N, F]
-      return groupedMatMul(tf.mul(act, permutedProbs) as tf.Tensor2D, w2, counts);                 // [N, H]
+      // act = silu(fc1Out)·fc3Out and act·p in one fused kernel (after the sigmoid)
+      const { act, actP } = swiglu(fc1Out, fc3Out, permutedProbs);
+      rec.save('act', act, (r) => swiglu(r.get('fc1Out'), r.get('fc3Out')).act);            // [N, F]
+      return groupedMatMul(actP as tf.Tensor2D, w2, counts);                                   // [N, H]
     });
   }
 
@@ -56,17 +58,15 @@ export class GroupedExperts {
       const w1 = this.w1 as unknown as tf.Tensor3D, w3 = this.w3 as unknown as tf.Tensor3D, w2 = this.w2 as unknown as tf.Tensor3D;
       // saved entries are read when needed and released right after their last read, so act,
       // fc1Out/fc3Out and permutedTokens are not all live at once (memory/lifecycle.ts BACKWARD_SCRIPT)
-      const p = rec.get<tf.Tensor2D>('permutedProbs'), act = rec.get('act');
+      // p is cloned (shared data, no copy): the fused kernel below reads it after its entry is released
+      const p = tf.clone(rec.get<tf.Tensor2D>('permutedProbs')), act = rec.get('act');
       grads.add(`${this.prefix}.w2`, groupedWeightGrad(tf.mul(act, p) as tf.Tensor2D, dy, counts)); // [E, F, H]
       const dActScaled = groupedMatMulTransposed(dy, w2, counts);                     // [N, F]
-      const dProbs = tf.sum(tf.mul(dActScaled, act), 1, true) as tf.Tensor2D;        // [N, 1]
-      const dAct = tf.mul(dActScaled, p);
       rec.release('act', 'permutedProbs');
-      const fc1Out = rec.get('fc1Out'), fc3Out = rec.get('fc3Out');
-      // one sigmoid shared by silu and silu' = σ + silu·(1 − σ) (12 element-wise kernels instead of 15)
-      const s = tf.sigmoid(fc1Out), silu = tf.mul(fc1Out, s);
-      const dFc3 = tf.mul(dAct, silu) as tf.Tensor2D;                                      // [N, F]
-      const dFc1 = tf.mul(tf.mul(dAct, fc3Out), tf.add(s, tf.mul(silu, tf.sub(1, s)))) as tf.Tensor2D; // [N, F]
+      // one fused kernel (after the sigmoid): dAct = dActScaled·p, dFc3 = dAct·silu(fc1Out),
+      // dFc1 = (dAct·fc3Out)·(σ + silu·(1 − σ)), dProbs = Σ_f dActScaled·act (act recomputed in-register)
+      const sw = swigluBackward(dActScaled, rec.get('fc1Out'), rec.get('fc3Out'), p);
+      const dFc1 = sw.dGate as tf.Tensor2D, dFc3 = sw.dUp as tf.Tensor2D, dProbs = sw.dP as tf.Tensor2D; // [N, F], [N, F], [N, 1]
       rec.release('fc1Out', 'fc3Out');
       const x = rec.get<tf.Tensor2D>('permutedTokens');
       grads.add(`${this.prefix}.w1`, groupedWeightGrad(x, dFc1, counts));

@@ -3,6 +3,7 @@
 //   act = silu(x·W1) ⊙ (x·W3)   [T, Fs];   s = act·W2   [T, H];   y = σ(x·wGate) ⊙ s  (gate [T, 1])
 // Weights are stored [in, out] so the forward has no transposed matMul; Fs = numShared·expertHiddenSize.
 import { tf } from '../../backend/tf.ts';
+import { swiglu, swigluBackward } from '../../backend/fused-swiglu.ts';
 import type { ParamStore, GradStore } from '../module.ts';
 import type { SavedActivations } from '../saved.ts';
 import type { InitWeight } from './experts.ts';
@@ -23,8 +24,7 @@ export class SharedExpert {
     return tf.tidy(() => {
       const fc1 = rec.save('sharedFc1Out', tf.matMul(x, this.w1), (r) => tf.matMul(r.get('x'), this.w1));   // [T, Fs]
       const fc3 = rec.save('sharedFc3Out', tf.matMul(x, this.w3), (r) => tf.matMul(r.get('x'), this.w3));   // [T, Fs]
-      const act = rec.save('sharedAct', tf.mul(tf.mul(fc1, tf.sigmoid(fc1)), fc3),
-        (r) => { const z = r.get('sharedFc1Out'); return tf.mul(tf.mul(z, tf.sigmoid(z)), r.get('sharedFc3Out')); });
+      const act = rec.save('sharedAct', swiglu(fc1, fc3).act, (r) => swiglu(r.get('sharedFc1Out'), r.get('sharedFc3Out')).act); // [T, Fs]
       const s = tf.matMul(act, this.w2) as tf.Tensor2D;                                                    // [T, H]
       if (!this.gate) return s;
       const g = rec.save('sharedGate', tf.sigmoid(tf.matMul(x, this.gate)), (r) => tf.sigmoid(tf.matMul(r.get('x'), this.gate!))); // [T, 1]
@@ -52,9 +52,8 @@ export class SharedExpert {
       const dAct = tf.matMul(dS, this.w2, false, true);                        // [T, Fs]
       rec.release('sharedAct');
       const fc1 = rec.get('sharedFc1Out'), fc3 = rec.get('sharedFc3Out');
-      const sg = tf.sigmoid(fc1), silu = tf.mul(fc1, sg);                  // one sigmoid for silu and silu' = σ + silu·(1 − σ)
-      const dFc3 = tf.mul(dAct, silu);
-      const dFc1 = tf.mul(tf.mul(dAct, fc3), tf.add(sg, tf.mul(silu, tf.sub(1, sg))));
+      // dFc3 = dAct·silu(fc1), dFc1 = (dAct·fc3)·(σ + silu·(1 − σ)): one fused kernel after the sigmoid
+      const { dGate: dFc1, dUp: dFc3 } = swigluBackward(dAct, fc1, fc3);
       rec.release('sharedFc1Out', 'sharedFc3Out');
       grads.add(`${this.prefix}.w1`, tf.matMul(x, dFc1, true, false));
       grads.add(`${this.prefix}.w3`, tf.matMul(x, dFc3, true, false));

@@ -1,0 +1,107 @@
+// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts) against the stock tfjs
+// formulation on random inputs, on cpu and wasm; on wasm both the SIMD path and the JS fallback
+// (SIMD off, or a row length that is not a multiple of 4). Also tf.grads through the forward
+// kernels (their registered gradients) against tf.grads of the stock formula, and no leaks.
+// Tolerance: 2e-6 relative to the largest magnitude (float32; only the row sums are reordered).
+import { forEachBackend, tf, assert, assertClose, assertNoLeak } from './support/backends.ts';
+import { rmsNorm, rmsNormBackward } from '../src/backend/fused-norm.ts';
+import { swiglu, swigluPacked, swigluBackward, swigluPackedBackward } from '../src/backend/fused-swiglu.ts';
+import { simdOptions } from '../src/backend/simd-asm.ts';
+
+const TOL = 2e-6;
+let seed = 5;
+const randn = (shape: number[]) => tf.randomNormal(shape, 0, 1, 'float32', seed++);
+const close = (a: tf.Tensor, b: tf.Tensor, what: string, tol = TOL) => { assert.equal(a.shape, b.shape, `${what} shape`); assertClose(a.dataSync(), b.dataSync(), tol, what); };
+
+// stock references
+const rstdRef = (x: tf.Tensor, eps: number) => tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps));
+function normBwdRef(dy: tf.Tensor, x: tf.Tensor, rstd: tf.Tensor, g: tf.Tensor) {
+  const xhat = tf.mul(x, rstd), dxhat = tf.mul(dy, g), D = x.shape[x.shape.length - 1];
+  return { dx: tf.mul(rstd, tf.sub(dxhat, tf.mul(xhat, tf.mean(tf.mul(dxhat, xhat), -1, true)))), dg: tf.sum(tf.reshape(tf.mul(dy, xhat), [-1, D]), 0) };
+}
+const siluRef = (g: tf.Tensor) => tf.mul(g, tf.sigmoid(g));
+
+const SHAPES = [[3, 5, 16], [7, 6], [64, 256], [2, 4]]; // D % 4 = 0 (SIMD) and not (JS)
+
+forEachBackend('backend-fused', (test, backend) => {
+  for (const simd of backend === 'wasm' ? [true, false] : [true]) {
+    const tag = backend === 'wasm' ? (simd ? ' (SIMD)' : ' (JS fallback)') : '';
+    test.before.each(() => { simdOptions.enabled = simd; });
+    test.after.each(() => { simdOptions.enabled = true; });
+
+    test(`rmsNorm forward and backward (with and without residual) = stock ops${tag}`, () => {
+      for (const shape of SHAPES) {
+        tf.tidy(() => {
+          const D = shape[shape.length - 1], x = randn(shape), g = randn([D]), dy = randn(shape), res = randn(shape);
+          const { y, rstd } = rmsNorm(x, g, 1e-5);
+          const rRef = rstdRef(x, 1e-5);
+          close(rstd, rRef, `rstd [${shape}]`);
+          close(y, tf.mul(tf.mul(x, rRef), g), `y [${shape}]`);
+          const ref = normBwdRef(dy, x, rRef, g);
+          const a = rmsNormBackward(dy, x, rstd, g), b = rmsNormBackward(dy, x, rstd, g, res);
+          close(a.dx, ref.dx, `dx [${shape}]`); close(a.dg, ref.dg, `dg [${shape}]`);
+          close(b.dx, tf.add(ref.dx, res), `dx + residual [${shape}]`); close(b.dg, ref.dg, `dg (residual) [${shape}]`);
+        });
+      }
+    });
+
+    test(`tf.grads through rmsNorm (y and rstd outputs) = tf.grads of stock ops${tag}`, () => {
+      tf.tidy(() => {
+        const x = randn([6, 12]), g = randn([12]), dY = randn([6, 12]), dR = randn([6, 1]);
+        const f = (fn: (x: tf.Tensor, g: tf.Tensor) => { y: tf.Tensor; rstd: tf.Tensor }) =>
+          tf.grads((xx: tf.Tensor, gg: tf.Tensor) => { const o = fn(xx, gg); return tf.add(tf.sum(tf.mul(o.y, dY)), tf.sum(tf.mul(o.rstd, dR))); })([x, g]);
+        const mine = f((xx, gg) => rmsNorm(xx, gg, 1e-5));
+        const ref = f((xx, gg) => { const rstd = rstdRef(xx, 1e-5); return { y: tf.mul(tf.mul(xx, rstd), gg), rstd }; });
+        close(mine[0], ref[0], 'dx', 1e-5); close(mine[1], ref[1], 'dg', 1e-5);
+      });
+    });
+
+    test(`swiglu forward (with and without p, packed) and backward = stock ops${tag}`, () => {
+      for (const [R, F] of [[9, 16], [5, 6], [300, 128]]) {
+        tf.tidy(() => {
+          const g = randn([R, F]), u = randn([R, F]), p = tf.randomUniform([R, 1], 0, 1, 'float32', seed++), dA = randn([R, F]);
+          const act = tf.mul(siluRef(g), u);
+          const a = swiglu(g, u), b = swiglu(g, u, p);
+          assert.is(a.actP, null);
+          close(a.act, act, `act ${R}x${F}`); close(b.act, act, `act (p) ${R}x${F}`); close(b.actP!, tf.mul(act, p), `actP ${R}x${F}`);
+          const h = tf.concat([g, u], -1);
+          close(swigluPacked(h), act, `packed act ${R}x${F}`);
+          // backward: reference = tf.grads of sum(act·p·dA) (p given) / sum(act·dA)
+          const [rg, ru, rp] = tf.grads((gg: tf.Tensor, uu: tf.Tensor, pp: tf.Tensor) => tf.sum(tf.mul(tf.mul(tf.mul(siluRef(gg), uu), pp), dA)))([g, u, p]);
+          const bp = swigluBackward(dA, g, u, p);
+          close(bp.dGate, rg, `dGate (p) ${R}x${F}`, 1e-5); close(bp.dUp, ru, `dUp (p) ${R}x${F}`, 1e-5); close(bp.dP!, rp, `dP ${R}x${F}`, 1e-5);
+          const [rg1, ru1] = tf.grads((gg: tf.Tensor, uu: tf.Tensor) => tf.sum(tf.mul(tf.mul(siluRef(gg), uu), dA)))([g, u]);
+          const bn = swigluBackward(dA, g, u);
+          assert.is(bn.dP, null);
+          close(bn.dGate, rg1, `dGate ${R}x${F}`, 1e-5); close(bn.dUp, ru1, `dUp ${R}x${F}`, 1e-5);
+          close(swigluPackedBackward(dA, h), tf.concat([rg1, ru1], -1), `packed dh ${R}x${F}`, 1e-5);
+        });
+      }
+    });
+
+    test(`tf.grads through the swiglu kernels = tf.grads of stock ops${tag}`, () => {
+      tf.tidy(() => {
+        const g = randn([7, 8]), u = randn([7, 8]), p = tf.randomUniform([7, 1], 0, 1, 'float32', seed++), dA = randn([7, 8]), dB = randn([7, 8]);
+        const mine = tf.grads((gg: tf.Tensor, uu: tf.Tensor, pp: tf.Tensor) => {
+          const o = swiglu(gg, uu, pp);
+          return tf.add(tf.add(tf.sum(tf.mul(o.act, dA)), tf.sum(tf.mul(o.actP!, dB))), tf.sum(tf.mul(swigluPacked(tf.concat([gg, uu], -1)), dB)));
+        })([g, u, p]);
+        const ref = tf.grads((gg: tf.Tensor, uu: tf.Tensor, pp: tf.Tensor) => {
+          const act = tf.mul(siluRef(gg), uu);
+          return tf.add(tf.add(tf.sum(tf.mul(act, dA)), tf.sum(tf.mul(tf.mul(act, pp), dB))), tf.sum(tf.mul(act, dB)));
+        })([g, u, p]);
+        mine.forEach((m, i) => close(m, ref[i], `grad #${i}`, 1e-5));
+      });
+    });
+
+    test(`no tensor leaks${tag}`, async () => {
+      const x = randn([4, 8]), g = randn([8]), u = randn([4, 8]), p = randn([4, 1]);
+      await assertNoLeak(() => {
+        const n = rmsNorm(x, g, 1e-5), nb = rmsNormBackward(x, x, n.rstd, g, u);
+        const s = swiglu(x, u, p), sb = swigluBackward(x, x, u, p), h = tf.concat([x, u], -1);
+        tf.dispose([n.y, n.rstd, nb.dx, nb.dg, s.act, s.actP!, sb.dGate, sb.dUp, sb.dP!, swigluPacked(h), swigluPackedBackward(x, h), h]);
+      }, 'fused kernels');
+      tf.dispose([x, g, u, p]);
+    });
+  }
+});
