@@ -38,13 +38,14 @@ function instrument(model: MoEGPT, times: Map<string, number>, kernelCounts: Map
   // kernels dispatched so far in the active tf.profile (0 outside a profile)
   const dispatched = () => (tf.engine().state as unknown as { activeProfile?: { kernels: unknown[] } }).activeProfile?.kernels.length ?? 0;
   const wrap = (obj: Record<string, unknown>, kind: string) => {
-    for (const fn of ['forward', 'backward', 'loss']) {
+    // backwardAdd: RMSNorm's backward with the residual add folded in (counted as its backward)
+    for (const fn of ['forward', 'backward', 'backwardAdd', 'loss']) {
       if (typeof obj[fn] !== 'function') continue;
       const orig = obj[fn] as (...a: unknown[]) => unknown;
       obj[fn] = (...a: unknown[]) => {
         const c0 = process.cpuUsage(), k0 = dispatched();
         try { return orig.apply(obj, a); } finally {
-          const c = process.cpuUsage(c0), key = `${kind}.${fn}`;
+          const c = process.cpuUsage(c0), key = `${kind}.${fn === 'backwardAdd' ? 'backward' : fn}`;
           times.set(key, (times.get(key) ?? 0) + (c.user + c.system) / 1000);
           kernelCounts.set(key, (kernelCounts.get(key) ?? 0) + dispatched() - k0);
         }

@@ -1,4 +1,4 @@
-// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts) against the stock tfjs
+// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts, fused-softmax.ts) against the stock tfjs
 // formulation on random inputs, on cpu and wasm; on wasm both the SIMD path and the JS fallback
 // (SIMD off, or a row length that is not a multiple of 4). Also tf.grads through the forward
 // kernels (their registered gradients) against tf.grads of the stock formula, and no leaks.
@@ -6,6 +6,7 @@
 import { forEachBackend, tf, assert, assertClose, assertNoLeak } from './support/backends.ts';
 import { rmsNorm, rmsNormBackward } from '../src/backend/fused-norm.ts';
 import { swiglu, swigluPacked, swigluBackward, swigluPackedBackward } from '../src/backend/fused-swiglu.ts';
+import { softmaxBackward } from '../src/backend/fused-softmax.ts';
 import { simdOptions } from '../src/backend/simd-asm.ts';
 
 const TOL = 2e-6;
@@ -94,11 +95,23 @@ forEachBackend('backend-fused', (test, backend) => {
       });
     });
 
+    test(`softmaxBackward (scale folded in) = tf.grad of softmax, times the scale${tag}`, () => {
+      for (const shape of [[3, 8, 8], [2, 5, 7], [64, 128]]) {
+        tf.tidy(() => {
+          const scores = randn(shape), dprobs = randn(shape), probs = tf.softmax(scores);
+          const ref = tf.mul(tf.grad((s: tf.Tensor) => tf.softmax(s))(scores, dprobs), 0.125);
+          close(softmaxBackward(probs, dprobs, 0.125), ref, `dscores [${shape}]`, 1e-5);
+        });
+      }
+      assert.throws(() => softmaxBackward(tf.ones([2, 4]), tf.ones([2, 3])), /shapes differ/);
+    });
+
     test(`no tensor leaks${tag}`, async () => {
       const x = randn([4, 8]), g = randn([8]), u = randn([4, 8]), p = randn([4, 1]);
       await assertNoLeak(() => {
         const n = rmsNorm(x, g, 1e-5), nb = rmsNormBackward(x, x, n.rstd, g, u);
         const s = swiglu(x, u, p), sb = swigluBackward(x, x, u, p), h = tf.concat([x, u], -1);
+        softmaxBackward(x, u, 0.5).dispose();
         tf.dispose([n.y, n.rstd, nb.dx, nb.dg, s.act, s.actP!, sb.dGate, sb.dUp, sb.dP!, swigluPacked(h), swigluPackedBackward(x, h), h]);
       }, 'fused kernels');
       tf.dispose([x, g, u, p]);

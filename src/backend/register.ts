@@ -9,9 +9,10 @@ import { oneHotWasm, sumWasm, unsortedSegmentSumWasm, unsortedSegmentSumCpu } fr
 import { groupedGemmWasm, groupedGemmCpu } from './grouped.ts';
 import { rmsNormKernels } from './fused-norm.ts';
 import { swigluKernels } from './fused-swiglu.ts';
+import { softmaxKernels } from './fused-softmax.ts';
 
 /** Fused element-wise kernels, registered on the backends they have a config for. */
-const fused = [...rmsNormKernels, ...swigluKernels];
+const fused = [...rmsNormKernels, ...swigluKernels, ...softmaxKernels];
 
 let on = true;
 const enabled = () => on;

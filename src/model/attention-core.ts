@@ -4,6 +4,7 @@
 // Saves `<tag>.probs` [G, S, S] only; the caller saves q/k/v in whatever form it prefers
 // (MLA keeps the up-projection output instead of k and v).
 import { tf } from '../backend/tf.ts';
+import { softmaxBackward } from '../backend/fused-softmax.ts';
 import type { Restorer, SavedActivations } from './saved.ts';
 
 const maskCache = new Map<number, Float32Array>();
@@ -38,10 +39,10 @@ export function attentionProbs(q: tf.Tensor3D, k: tf.Tensor3D, scale: number): t
 export function attentionCoreBackward(dctx: tf.Tensor3D, q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D } {
   const dv = tf.matMul(probs, dctx, true, false);        // [G, S, dv]
   const dprobs = tf.matMul(dctx, v, false, true);        // [G, S, S]
-  // softmax backward; the 1/sqrt(d) scale is applied to the [G, S, dk] operands, not [G, S, S]
-  const dscores = tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true)));
-  const dq = tf.mul(tf.matMul(dscores, k), scale);              // [G, S, dk]
-  const dk = tf.matMul(dscores, tf.mul(q, scale), true, false); // [G, S, dk]
+  // softmax backward with the 1/sqrt(d) scale folded in: one fused kernel, no scaling of q or dq
+  const dscores = softmaxBackward(probs, dprobs, scale);        // scale·∂L/∂scores [G, S, S]
+  const dq = tf.matMul(dscores, k);                             // [G, S, dk]
+  const dk = tf.matMul(dscores, q, true, false);                // [G, S, dk]
   return { dq, dk, dv } as { dq: tf.Tensor3D; dk: tf.Tensor3D; dv: tf.Tensor3D };
 }
 
@@ -79,8 +80,8 @@ export function attentionCoreForwardKT(q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.T
 export function attentionCoreBackwardKT(dctx: tf.Tensor3D, q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dkT: tf.Tensor3D; dvT: tf.Tensor3D } {
   const dvT = tf.matMul(dctx, probs, true, false);       // [G, dv, S]
   const dprobs = tf.matMul(dctx, vT);                    // [G, S, S]
-  const dscores = tf.mul(probs, tf.sub(dprobs, tf.sum(tf.mul(dprobs, probs), -1, true)));
-  const dq = tf.mul(tf.matMul(dscores, kT, false, true), scale);  // [G, S, dk]
-  const dkT = tf.matMul(tf.mul(q, scale), dscores, true, false);  // [G, dk, S]
+  const dscores = softmaxBackward(probs, dprobs, scale);         // scale·∂L/∂scores [G, S, S] (one fused kernel)
+  const dq = tf.matMul(dscores, kT, false, true);                // [G, S, dk]
+  const dkT = tf.matMul(q, dscores, true, false);                // [G, dk, S]
   return { dq, dkT, dvT } as { dq: tf.Tensor3D; dkT: tf.Tensor3D; dvT: tf.Tensor3D };
 }
