@@ -71,7 +71,8 @@ export function exportArgs(plan: Plan, format: ExportFormat): ExportResult {
     } else notes.push(`${cfg.numLayers} layers do not divide PP×VPP=${l.pp * l.vpp}: use --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers to balance`);
   }
   args.push(...modelArgs(cfg, l.seqLen, numLayers));
-  args.push(o.dtype === 'fp8' ? '--bf16 --fp8-format hybrid' : o.dtype === 'fp16' ? '--fp16' : '--bf16');
+  // Megatron-LM --fp8-recipe (megatron/training/arguments.py: delayed | tensorwise | mxfp8 | blockwise)
+  args.push(o.dtype === 'fp8' ? `--bf16 --fp8-format hybrid --fp8-recipe ${o.fp8Recipe === 'block' ? 'blockwise' : 'tensorwise'}` : o.dtype === 'fp16' ? '--fp16' : '--bf16');
   if (o.distributedOptimizer) args.push('--use-distributed-optimizer');
   if (o.dpOverlap) args.push('--overlap-grad-reduce', '--overlap-param-gather');
 
