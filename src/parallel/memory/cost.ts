@@ -1,8 +1,8 @@
 // What a memory plan costs: peak activation bytes on the device and time added per micro-batch.
 //
 // Peak: `simulateLifecycle` (lifecycle.ts) replays the executor's rules without tensors: release
-// points in forward, prefetch d layers ahead, lazy recompute by block phase (rebuilt tensors of one
-// phase are resident together), full-recompute groups replayed at once, the other in-flight
+// points in forward, prefetch d layers ahead, the backward's reads, lazy rebuilds and early releases in
+// code order (BACKWARD_SCRIPT), full-recompute groups replayed at once, the other in-flight
 // micro-batches' kept bytes and their embedding/head records.
 //
 // Time per micro-batch. With `timing` (the device's op-cost function, as the executor charges) and
