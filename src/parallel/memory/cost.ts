@@ -99,7 +99,11 @@ export function layerFlopsOf(descs: SavedActivationDesc[], m: MemoryCostModel): 
   return f;
 }
 
-export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel): PlanCost {
+/**
+ * `memo`: a scratch object shared by calls that evaluate plans over the same entries (the planner's
+ * search): the replay without a plan is computed once there instead of at every call.
+ */
+export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel, memo?: { base?: ReturnType<typeof replayMicroBatch> }): PlanCost {
   const n = m.inFlight;
   const entries = plan.entries;
   const full = new Set(plan.fullLayers);
@@ -110,7 +114,8 @@ export function evaluatePlan(plan: MemoryPlan, m: MemoryCostModel): PlanCost {
   const swapBytes = entries.filter((e) => e.decision === 'swap').reduce((a, e) => a + e.bytes, 0);
   const common = { keptBytes: life.keptBytes, peakBytes: life.peakBytes, baselinePeakBytes, swapBytes, peakAt: life.where };
   if (m.timing && m.swapWindow === 'microbatch') {
-    const base = replayMicroBatch({ entries: entries.map((e) => ({ ...e, decision: 'keep' as const })), fullLayers: [] }, layerFlops, m.timing);
+    const base = memo?.base ?? replayMicroBatch({ entries: entries.map((e) => ({ ...e, decision: 'keep' as const })), fullLayers: [] }, layerFlops, m.timing);
+    if (memo) memo.base = base;
     const cur = replayMicroBatch(plan, layerFlops, m.timing);
     const addedTime = cur.total - base.total;
     return {

@@ -21,6 +21,13 @@ import type { MemoryPlan, PlanEntry } from './policy.ts';
 
 /** Block phase of a saved name: attnNorm → attention → attnPostNorm → mlpNorm → FFN → mlpPostNorm. */
 export function forwardPhase(name: string): number {
+  let k = phaseOf.get(name);
+  if (k === undefined) phaseOf.set(name, (k = phaseOfName(name)));
+  return k;
+}
+const phaseOf = new Map<string, number>(); // memo: the planner asks for the same few names many times
+
+function phaseOfName(name: string): number {
   if (/^attnNorm\./.test(name)) return 0;
   if (/^(mla|attn)\./.test(name)) return 1;
   if (/^attnPostNorm\./.test(name)) return 2;
@@ -43,7 +50,12 @@ export const RELEASE_ON: Readonly<Record<string, string>> = {
   act: 'sharedFc1Out', permutedProbs: 'sharedFc1Out', sharedFc1Out: 'sharedAct', sharedFc3Out: 'sharedAct',
 };
 
-const rn = (name: string) => name.replace(/^moe\./, '');
+const rnOf = new Map<string, string>();
+const rn = (name: string): string => {
+  let r = rnOf.get(name);
+  if (r === undefined) rnOf.set(name, (r = name.replace(/^moe\./, '')));
+  return r;
+};
 
 type Step = readonly ['get' | 'release', string];
 const norm = (tag: string): Step[] => [['get', `${tag}.x`], ['get', `${tag}.rstd`], ['release', `${tag}.x`], ['release', `${tag}.rstd`]];
@@ -221,19 +233,23 @@ export function simulateLifecycle(plan: MemoryPlan, o: LifecycleOptions): Lifecy
  */
 export function forwardReleases(es: readonly PlanEntry[]): { order: PlanEntry[]; transientPeak: number } {
   let resident = 0, phase = 0, top = 0;
-  const saved = new Set<string>(), gone = new Set<string>(), order: PlanEntry[] = [];
+  const saved = new Set<string>(), order: PlanEntry[] = [];
   const planned = [...es.filter((e) => e.decision === 'recompute'), ...es.filter((e) => e.decision === 'swap')];
+  let live = planned.map((p) => ({ p, n: rn(p.name), ph: forwardPhase(rn(p.name)), r: RELEASE_ON[rn(p.name)] }));
   for (const e of es) {
     resident += e.bytes;
     top = Math.max(top, resident);
-    saved.add(rn(e.name));
-    phase = Math.max(phase, forwardPhase(rn(e.name)));
-    for (const p of planned) {
-      if (gone.has(p.name) || !saved.has(rn(p.name))) continue;
-      const r = RELEASE_ON[rn(p.name)];
-      if (forwardPhase(rn(p.name)) < phase || (r !== undefined && saved.has(r))) { gone.add(p.name); resident -= p.bytes; order.push(p); }
+    const n = rn(e.name);
+    saved.add(n);
+    phase = Math.max(phase, forwardPhase(n));
+    if (!live.length) continue;
+    const rest: typeof live = [];
+    for (const q of live) {
+      if (saved.has(q.n) && (q.ph < phase || (q.r !== undefined && saved.has(q.r)))) { resident -= q.p.bytes; order.push(q.p); }
+      else rest.push(q);
     }
+    live = rest;
   }
-  for (const p of planned) if (!gone.has(p.name)) order.push(p);
+  for (const q of live) order.push(q.p);
   return { order, transientPeak: top };
 }

@@ -81,16 +81,17 @@ function planWith(descs: SavedActivationDesc[], o: PlannerOptions, prefetchAhead
     for (const [k, opt] of choice) for (const i of units.get(k)!.idx) entries[i].decision = opt;
     return { entries, fullLayers: [], prefetchAhead };
   };
+  const memo = {}; // the no-plan replay, shared by every evaluation of this search
   const evalWith = (k: string, opt: Option | null) => {
     const prev = choice.get(k);
     if (opt) choice.set(k, opt); else choice.delete(k);
-    const c = evaluatePlan(build(), o);
+    const c = evaluatePlan(build(), o, memo);
     if (prev) choice.set(k, prev); else choice.delete(k);
     return c;
   };
   const options = (u: Unit): Option[] => [...(allowR && u.recomputable ? ['recompute' as const] : []), ...(allowS ? ['swap' as const] : [])];
 
-  const baseline = evaluatePlan(build(), o);
+  const baseline = evaluatePlan(build(), o, memo);
   let cur = baseline;
   const steps: string[] = [];
   const gain = new Map<string, { saved: number; time: number }>();
