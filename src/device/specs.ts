@@ -29,8 +29,16 @@ export interface EfficiencySpec {
   gemm: EfficiencyCurve;
   /** Memory-bound op efficiency versus bytes touched in MB (1e6 bytes). */
   memory: EfficiencyCurve;
-  /** Fixed cost added to every op (kernel launch / host dispatch), seconds. */
+  /**
+   * Fixed cost of every kernel on the device timeline (launch, task scheduling, ramp-up), seconds. The executed
+   * cluster charges it per op; simulate() per kernel of the layer structure (src/sim/kernels.ts).
+   */
   launchOverhead: number;
+  /**
+   * Host time to dispatch one kernel, seconds (framework + runtime, asynchronous to the device). Optional: when
+   * set, simulate() makes a layer host-bound when its kernels take longer to dispatch than to run.
+   */
+  hostDispatch?: number;
   /** Matrix-unit tile edge: GEMM dims are padded up to multiples of it, wasting the padding (optional). */
   gemmTile?: number;
   /**
@@ -76,7 +84,8 @@ const ASCEND_GEMM: EfficiencyCurve = [[0, 0.09], [1, 0.55], [16, 0.82], [128, 0.
 
 const SRC_CALCULON_EFF = 'Calculon systems/*.json efficiency curves (calculon-ai/calculon) [S]';
 const SRC_ASCEND_GEMM = 'Calculon curve shape, top = measured 328/376 TFLOPS BF16 GEMM on 910B (perf-model.md §4) [D]';
-const SRC_LAUNCH_GPU = 'assumed ~5 us per kernel launch for GPU eager frameworks [U]';
+const SRC_LAUNCH_GPU = 'per-kernel fixed cost 5 us: the low end of the CPU-side launch time "usually between 5-20 microseconds" (facebookresearch/HolisticTraceAnalysis docs, cuda_kernel_launch_stats); meta-pytorch/autoparallel PR #146 fits a kernel_launch_overhead so that every op costs at least 7 us on H100 [S]';
+const SRC_HOST_GPU = 'host dispatch 20 us per kernel: the high end of the CPU-side launch time 5-20 us (HolisticTraceAnalysis docs) [S], a conservative host-bound check';
 const SRC_TILE_NPU = 'DaVinci cube unit = 16x16x16 fp16 MACs per cycle (4096 MAC = 8192 FLOP/cycle, perf-model.md §4: 24 cores x 1.8 GHz x 8192) [D]';
 const SRC_TILE_GPU = 'tensor-core MMA tiles are multiples of 16 in m, n, k for bf16 (NVIDIA matmul performance guide) [S]';
 // Fused attention on Hopper (FlashAttention-3 paper, arXiv 2407.08608, Fig. 5-6, H100 80GB SXM5, head dim 128,
@@ -94,7 +103,8 @@ const HOPPER_FP8_GEMM = 3 / (2 / (1297 / 1.2) + 1 / (1099 / 1.2)) / 1979;
 const SRC_ATTN_HOPPER = 'cuDNN fused attention on H100, head dim 128, seq 4k: 518 TFLOPS fwd (causal), 499 bwd (FlashAttention-3 paper arXiv 2407.08608 Fig. 5-6) -> 0.437 of peak under 3x accounting [S/D]';
 const SRC_ATTN_AMPERE = 'FlashAttention-2 paper (arXiv 2307.08691): fwd+bwd up to 225 TFLOPS on A100 under 3.5x accounting -> 0.62 under 3x [P/D]';
 const SRC_FP8_HOPPER = 'deepseek-ai/DeepGEMM README grouped GEMMs at DeepSeek-V3 expert shapes (1297 / 1099 TFLOPS on H800, 1.2x over the earlier CUTLASS kernels) -> 0.515 of the FP8 peak [P/D]';
-const SRC_LAUNCH_NPU = 'assumed ~10 us per op; Pangu reports host-bound launch on Ascend (pangu-ultra-moe.md §6.2) [U]';
+const SRC_LAUNCH_NPU = 'assumed 10 us per op [U]: no published per-op figure for 910B; Pangu Ultra MoE reports host-bound launch overhead (pangu-ultra-moe.md §6.2); CANN: torch_npu dispatches ops asynchronously, host bound when dispatch exceeds device time (MindStudio "Host Bound Issue Classification")';
+const SRC_HOST_NPU = 'host dispatch 20 us per op [U]: torch_npu task_queue two-stage dispatch (TASK_QUEUE_ENABLE, Ascend Extension for PyTorch env reference) has no published per-op time; taken as the GPU high end, a conservative host-bound check';
 
 const roce200: LinkSpec = { name: 'RoCE 200G', bandwidth: 25 * G, latency: 2 * US, efficiency: 0.9 };
 const hccs910b: LinkSpec = { name: 'HCCS', bandwidth: 196 * G, latency: 1 * US, efficiency: 0.76 };
@@ -119,6 +129,7 @@ const ascendSources = (peak: string, hbm: string): Record<string, string> => ({
   'efficiency.gemm': SRC_ASCEND_GEMM,
   'efficiency.memory': SRC_CALCULON_EFF,
   'efficiency.launchOverhead': SRC_LAUNCH_NPU,
+  'efficiency.hostDispatch': SRC_HOST_NPU,
   'efficiency.gemmTile': SRC_TILE_NPU,
 });
 
@@ -139,14 +150,15 @@ const nvidiaSources = (peak: string, hbm: string, nvlink: string, ib: string, ho
   'efficiency.gemm': SRC_CALCULON_EFF,
   'efficiency.memory': SRC_CALCULON_EFF,
   'efficiency.launchOverhead': SRC_LAUNCH_GPU,
+  'efficiency.hostDispatch': SRC_HOST_GPU,
   'efficiency.gemmTile': SRC_TILE_GPU,
   'efficiency.attention': SRC_ATTN_HOPPER,
   'efficiency.fp8Gemm': SRC_FP8_HOPPER,
 });
 
-const ascendEff: EfficiencySpec = { gemm: ASCEND_GEMM, memory: CALCULON_MEM, launchOverhead: 10 * US, gemmTile: 16 };
-const hopperEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16, attention: HOPPER_ATTENTION, fp8Gemm: HOPPER_FP8_GEMM };
-const ampereEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, gemmTile: 16, attention: AMPERE_ATTENTION };
+const ascendEff: EfficiencySpec = { gemm: ASCEND_GEMM, memory: CALCULON_MEM, launchOverhead: 10 * US, hostDispatch: 20 * US, gemmTile: 16 };
+const hopperEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, hostDispatch: 20 * US, gemmTile: 16, attention: HOPPER_ATTENTION, fp8Gemm: HOPPER_FP8_GEMM };
+const ampereEff: EfficiencySpec = { gemm: CALCULON_GEMM, memory: CALCULON_MEM, launchOverhead: 5 * US, hostDispatch: 20 * US, gemmTile: 16, attention: AMPERE_ATTENTION };
 
 // --- the catalog --------------------------------------------------------------------------------
 
@@ -290,6 +302,7 @@ export function specProblems(v: unknown): string[] {
     const e = s.efficiency as Record<string, unknown>;
     out.push(...curveProblems(e.gemm, 'efficiency.gemm'), ...curveProblems(e.memory, 'efficiency.memory'));
     if (!(typeof e.launchOverhead === 'number' && e.launchOverhead >= 0)) out.push(`efficiency.launchOverhead: expected seconds >= 0, got ${JSON.stringify(e.launchOverhead)}`);
+    if (e.hostDispatch !== undefined && !(typeof e.hostDispatch === 'number' && e.hostDispatch >= 0)) out.push(`efficiency.hostDispatch: expected seconds >= 0, got ${JSON.stringify(e.hostDispatch)}`);
     if (e.gemmTile !== undefined && !(Number.isInteger(e.gemmTile) && (e.gemmTile as number) >= 1)) out.push(`efficiency.gemmTile: expected an integer >= 1, got ${JSON.stringify(e.gemmTile)}`);
     for (const k of ['attention', 'fp8Gemm'] as const)
       if (e[k] !== undefined && !(isPos(e[k]) && (e[k] as number) <= 1)) out.push(`efficiency.${k}: expected a number in (0, 1], got ${JSON.stringify(e[k])}`);

@@ -15,6 +15,7 @@ import {
   peakFlops, reduceScatterTime, sendRecvTime, twoTierAllToAllTime,
 } from '../device/cost.ts';
 import type { DeviceSpec, LinkSpec } from '../device/specs.ts';
+import { bwdKernels, fwdKernels, layerKernels, recomputeKernels, type LayerKernels } from './kernels.ts';
 import { memoryBreakdown, recomputeSet } from './memory.ts';
 import type { ModelCost } from './model-cost.ts';
 import { bubbleTime, defaultSchedule, stageSplit } from './schedule.ts';
@@ -55,7 +56,14 @@ export function optimizerStepBytes(o: Pick<SimOptions, 'dtype' | 'bf16AdamMoment
   return 4 + adam + 6 + (o.dtype === 'fp16' ? 8 : 0);
 }
 
-interface LayerTimes { compute: number; tp: number; ep: number; cp: number; recompute: number; swap: number; epRaw: number }
+interface LayerTimes { compute: number; tp: number; ep: number; cp: number; recompute: number; swap: number; epRaw: number; fixed: number }
+
+const kernelCache = new WeakMap<object, LayerKernels>();
+const kernelsOf = (cfg: ModelCost['cfg']): LayerKernels => {
+  let lk = kernelCache.get(cfg);
+  if (!lk) kernelCache.set(cfg, (lk = layerKernels(cfg)));
+  return lk;
+};
 
 /** Simulate one training iteration. Does not validate the layout (see layout.ts). */
 export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: DeviceSpec): SimResult {
@@ -86,8 +94,12 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // FP8 quantisation of GEMM inputs (counted in the forward, so ×3 over fwd + dgrad + wgrad covers the
   // activation casts of the forward and the gradient casts of the backward)
   const q8 = (elements: number) => fp8 ? mem(FP8_QUANT_BYTES * elements) : 0;
-  // per-kernel launch overhead, when counted (o.launchOverhead): `launch(n)` for n forward kernels
-  const launch = (kernels: number) => o.launchOverhead ? kernels * spec.efficiency.launchOverhead : 0;
+  // fixed per-kernel costs (kernels.ts). 'executor': the executed cluster's refined kernels, `launch(n)` for n
+  // forward kernels (three launches each over forward, dgrad, wgrad); 'kernels': the layer structure's kernels
+  const fixedMode = o.fixedCosts ?? 'kernels';
+  const lo = spec.efficiency.launchOverhead, hostDispatch = spec.efficiency.hostDispatch ?? 0;
+  const launch = (kernels: number) => fixedMode === 'executor' ? kernels * lo : 0;
+  const lk = fixedMode === 'kernels' ? kernelsOf(cfg) : null;
 
   // --- tokens per rank -------------------------------------------------------------------------
   const T = (l.microBatch * l.seqLen) / l.cp;  // tokens per TP group
@@ -210,13 +222,24 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     const smSlow = o.adaptivePipeOverlap && isMoE && epAll > 0 && !spec.name.startsWith('ascend')
       ? hidden * compute * GPU_COMM_SM_SHARE / (1 - GPU_COMM_SM_SHARE) : 0;
     const cp = 3 * Math.max(0, cpFwd - attnCore);
+    // fixed kernel costs: every kernel of the layer (forward, backward, recompute) pays `lo` on the device; the
+    // host dispatches the same kernels asynchronously, so the layer is host-bound only when dispatching them
+    // takes longer than the device needs for its compute, recompute and fixed costs
+    let fixed = 0;
+    if (lk) {
+      const mk = isMoE ? lk.moe : lk.dense;
+      const n = fwdKernels(lk.attn) + fwdKernels(mk) + bwdKernels(lk.attn) + bwdKernels(mk)
+        + recomputeKernels(cfg, o.recompute === 'full', mods, isMoE);
+      fixed = n * lo;
+      fixed += Math.max(0, n * hostDispatch - (compute + recompute + fixed));
+    }
     let swap = 0;
     if (o.swapAttention) {
       const bytes = (tl * (mc.actAttn.swappable)) / 1; // per rank, this layer, one micro-batch
       const t = hostCopyTime(bytes, spec);
       swap = Math.max(0, t - (attnFwd + mlpFwd)) + Math.max(0, t - 2 * (attnFwd + mlpFwd));
     }
-    return { compute: compute + smSlow + cal.layerOverhead, tp: 2 * tpLayer, ep, cp, recompute, swap, epRaw: epAll };
+    return { compute: compute + smSlow + cal.layerOverhead, tp: 2 * tpLayer, ep, cp, recompute, swap, epRaw: epAll, fixed };
   };
   const Lmoe = layer(expertFwd, true), Ldense = layer(denseFwd, false);
   const avg = (key: keyof LayerTimes) => moeShare * Lmoe[key] + (1 - moeShare) * Ldense[key];
@@ -225,8 +248,10 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const n = mc.layers;
   const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp) + launch(2)
     + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
-  const head = 3 * headFwd * (1 + cfg.numMtpLayers);
-  const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap');
+  const headKernels = lk ? fwdKernels(lk.head) + bwdKernels(lk.head) : 0;
+  const headFixed = headKernels * lo;
+  const head = 3 * headFwd * (1 + cfg.numMtpLayers) + headFixed;
+  const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap') + avg('fixed');
   // stage split balanced on time: the head counts as head/layerSum layers on the last stage
   const paired = schedule === 'dualpipe';
   const split = stageSplit(n, l.pp, l.vpp, layerSum > 0 ? head / layerSum : 0, paired);
@@ -245,10 +270,11 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const ppLink = l.tp * l.cp * l.dp >= dpn ? spec.interNode : spec.intraNode;
   const ppMb = l.pp > 1 && !o.adaptivePipeOverlap ? 2 * l.vpp * sendRecvTime((T * h * BETA) / l.tp, ppLink) : 0;
 
-  const comp = cnt * avg('compute') + headShare * head;
+  const comp = cnt * avg('compute') + headShare * (head - headFixed);
   const rec = cnt * avg('recompute');
+  const fx = cnt * avg('fixed') + headShare * headFixed;
   const tp = cnt * avg('tp'), ep = cnt * avg('ep'), cpT = cnt * avg('cp'), sw = cnt * avg('swap');
-  const perMb = comp + rec + tp + ep + cpT + ppMb + sw;
+  const perMb = comp + rec + tp + ep + cpT + ppMb + sw + fx;
   const Fmb = perMb / 3, Bmb = perMb - Fmb, Wmb = comp / 3;
   const bubble = bubbleTime(schedule, l.pp, l.vpp, Fmb, Bmb, Wmb);
 
@@ -282,7 +308,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
 
   const time: TimeBreakdown = {
     compute: m * comp, recompute: m * rec, tpComm: m * tp, epComm: m * ep, cpComm: m * cpT, ppComm: m * ppMb,
-    dpComm, bubble, optimizer, swap: m * sw + swapOpt, overhead: 0, total: 0,
+    dpComm, bubble, optimizer, swap: m * sw + swapOpt, overhead: m * fx, total: 0,
   };
   time.total = time.compute + time.recompute + time.tpComm + time.epComm + time.cpComm + time.ppComm + time.dpComm
     + time.bubble + time.optimizer + time.swap + time.overhead;

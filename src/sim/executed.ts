@@ -15,7 +15,7 @@
 // Analytical side: `simulate()` with the options the executor implies: no recompute, no overlap of any
 // kind (the lockstep executor serialises every rank's ops), gradients all-reduced (no distributed
 // optimizer) in one collective per parameter tensor (`dpBuckets`), the dispatcher's metadata collectives
-// (`epMetadata`), per-kernel launches (`launchOverhead`), the neutral calibration (the executor uses the
+// (`epMetadata`), per-kernel launches of the refined kernels (`fixedCosts: 'executor'`), the neutral calibration (the executor uses the
 // catalogue efficiencies), and the routing imbalance ρ measured on the executed step. The analytical
 // optimizer step is left out (forwardBackward does not step the optimizer).
 import { initBackend } from '../backend/tf.ts';
@@ -193,7 +193,7 @@ export function compareExecuted(c: ExecCase, o: { naive?: boolean } = {}): ExecC
     ...DEFAULT_OPTIONS, recompute: 'none', recomputeModules: [], distributedOptimizer: false, dpOverlap: false,
     adaptivePipeOverlap: false, tpCommOverlap: 0, hierarchicalA2A: c.dispatcher === 'alltoall-hierarchical',
     flashAttention: true, imbalance, calibration: NEUTRAL_CALIBRATION,
-    ...(o.naive ? {} : { launchOverhead: true, epMetadata: true, dpBuckets: { dense: names.length - expertTensors, expert: expertTensors } }),
+    ...(o.naive ? { fixedCosts: 'none' as const } : { fixedCosts: 'executor' as const, epMetadata: true, dpBuckets: { dense: names.length - expertTensors, expert: expertTensors } }),
   };
   // the same node size as the executed cluster (a case may pack fewer devices per node than the catalogue)
   const simSpec = perNode === spec.devicesPerNode ? spec : { ...spec, devicesPerNode: perNode };

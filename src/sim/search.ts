@@ -182,12 +182,13 @@ export function runSearch(inp: SearchInput): SearchOutput {
   };
 }
 
-/** Best configuration per architecture variant (for ranking shapes), sorted by the objective. */
-export function bestPerVariant(out: SearchOutput, objective: 'mfu' | 'tokens' = 'mfu'): Array<{ variant: Variant; mfu: number; tokensPerSecond: number; row: number }> {
+/** Best configuration per architecture variant (for ranking shapes), sorted by the objective; `filter` keeps only some rows (layouts). */
+export function bestPerVariant(out: SearchOutput, objective: 'mfu' | 'tokens' = 'mfu', filter?: (row: number) => boolean): Array<{ variant: Variant; mfu: number; tokensPerSecond: number; row: number }> {
   const c = out.columns;
   const best = new Map<number, number>();
   const key = objective === 'mfu' ? c.mfu : c.tokensPerSecond;
   for (let i = 0; i < c.mfu.length; i++) {
+    if (filter && !filter(i)) continue;
     const v = c.variant[i], b = best.get(v);
     if (b === undefined || key[i] > key[b]) best.set(v, i);
   }

@@ -82,13 +82,15 @@ export interface SimOptions {
   flashAttention: boolean;
   calibration: Calibration;
   /**
-   * Count the device's per-kernel launch overhead (`spec.efficiency.launchOverhead`) for every kernel of the
-   * layer: attention projections (2 GQA, 5 MLA), core attention, the attention norm/residual pass, MLP or
-   * expert fc1 + fc2, router, shared expert fc1 + fc2, the MoE permute/activation pass, head GEMM + softmax;
-   * three kernels per forward op (forward, dgrad, wgrad). Default false: the fitted calibrations absorb it
-   * (docs/simulator-executed.md).
+   * Fixed per-kernel costs (src/sim/kernels.ts). 'kernels' (default): every kernel a Megatron/MindSpeed layer
+   * launches (counted from the model structure: forward, backward, recompute, heads) pays the device's
+   * `spec.efficiency.launchOverhead`, and a layer whose kernels the host dispatches slower than the device runs
+   * them (`spec.efficiency.hostDispatch` each) is host-bound. 'executor': the kernels of the executed simulated
+   * cluster's refiner (src/sim/executed.ts: fused projections, 3 launches per forward op), for the executed
+   * comparison. 'none': no fixed kernel cost (the model before fixed costs were added). Collectives pay their
+   * per-peer latency alpha in every mode.
    */
-  launchOverhead?: boolean;
+  fixedCosts?: 'kernels' | 'executor' | 'none';
   /** gradient collectives per reduction group (Megatron DDP buckets); default one each (a single bucket) */
   dpBuckets?: { dense: number; expert: number };
   /**

@@ -22,22 +22,22 @@ export interface ValidationRow {
   kind: 'dense GPU' | 'MoE GPU' | 'MoE NPU';
 }
 
-export function runOptions(r: PublishedRun, cal: Calibration): SimOptions {
+export function runOptions(r: PublishedRun, cal: Calibration, extra: Partial<SimOptions> = {}): SimOptions {
   return {
     ...DEFAULT_OPTIONS, dtype: r.dtype, fp8Recipe: r.fp8Recipe, mfuDtype: 'bf16', schedule: r.schedule, recompute: r.recompute,
     recomputeModules: r.recomputeModules, hierarchicalA2A: r.hierarchicalA2A ?? false,
     adaptivePipeOverlap: r.adaptivePipeOverlap ?? false, imbalance: r.imbalance ?? 1,
-    distributedOptimizer: r.distributedOptimizer, bf16AdamMoments: r.bf16AdamMoments, fp8SwigluInputs: r.fp8SwigluInputs, gatedMlp: r.gatedMlp, flashAttention: r.flashAttention ?? true, calibration: cal,
+    distributedOptimizer: r.distributedOptimizer, bf16AdamMoments: r.bf16AdamMoments, fp8SwigluInputs: r.fp8SwigluInputs, gatedMlp: r.gatedMlp, flashAttention: r.flashAttention ?? true, calibration: cal, ...extra,
   };
 }
 
-export function simulateRun(r: PublishedRun, cal: Calibration = CALIBRATIONS[r.group]): SimResult {
+export function simulateRun(r: PublishedRun, cal: Calibration = CALIBRATIONS[r.group], extra: Partial<SimOptions> = {}): SimResult {
   const mc = modelCost(r.model, r.layout.seqLen, true, r.gatedMlp);
-  return simulate(mc, r.layout, runOptions(r, cal), getSpec(r.device));
+  return simulate(mc, r.layout, runOptions(r, cal, extra), getSpec(r.device));
 }
 
 /** The paper's two endpoints as validation rows (metric: MFU). */
-export function paperRows(cal: Calibration = CALIBRATIONS.ascend): ValidationRow[] {
+export function paperRows(cal: Calibration = CALIBRATIONS.ascend, extra: Partial<SimOptions> = {}): ValidationRow[] {
   const mc = modelCost(PAPER_MODEL, 4096, false);
   const spec = getSpec(PAPER_DEVICE);
   const rows: Array<[string, number, SimOptions, number]> = [
@@ -45,14 +45,15 @@ export function paperRows(cal: Calibration = CALIBRATIONS.ascend): ValidationRow
     ['pangu-optimised-6k', 6144, PAPER_OPTIMISED_OPTIONS, 0.300],
   ];
   return rows.map(([id, n, o, mfu]) => {
-    const r = simulate(mc, paperLayout(n), { ...o, calibration: cal }, spec);
+    const r = simulate(mc, paperLayout(n), { ...o, ...extra, calibration: cal }, spec);
     return { id, group: 'ascend', role: 'fit' as const, measured: mfu, predicted: r.mfu, error: (r.mfu - mfu) / mfu, metric: 'MFU' as const, fits: r.memory.fits, kind: 'MoE NPU' as const };
   });
 }
 
-export function validationRows(cals = CALIBRATIONS): ValidationRow[] {
+/** Every run as a validation row; `extra` overrides simulator options (e.g. `{ fixedCosts: 'none' }` for the model before fixed costs). */
+export function validationRows(cals = CALIBRATIONS, extra: Partial<SimOptions> = {}): ValidationRow[] {
   const rows: ValidationRow[] = PUBLISHED_RUNS.map((r) => {
-    const s = simulateRun(r, cals[r.group]);
+    const s = simulateRun(r, cals[r.group], extra);
     const predicted = s.tokensPerSecond * (r.goodput ?? 1);
     return {
       id: r.id, group: r.group, role: r.role, measured: r.tokensPerSecond, predicted,
@@ -60,7 +61,7 @@ export function validationRows(cals = CALIBRATIONS): ValidationRow[] {
       kind: r.layout.ep > 1 ? 'MoE GPU' : 'dense GPU',
     };
   });
-  return [...rows, ...paperRows(cals.ascend)];
+  return [...rows, ...paperRows(cals.ascend, extra)];
 }
 
 export function meanAbsError(rows: ValidationRow[]): number {
