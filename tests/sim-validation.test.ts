@@ -18,10 +18,11 @@ test('mean |error| over all published runs, fit and held-out', () => {
   const all = meanAbsError(rows);
   const held = meanAbsError(rows.filter((r) => r.role === 'holdout'));
   const fit = meanAbsError(rows.filter((r) => r.role === 'fit'));
-  // measured values at the time of writing (docs/simulator.md): all 3.7%, fit 2.6%, held-out 4.7%
-  assert.ok(all < 0.04, `mean error ${all}`);
-  assert.ok(fit < 0.03, `fit error ${fit}`);
-  assert.ok(held < 0.05, `held-out error ${held}`);
+  // measured values at the time of writing (docs/simulator.md): all 3.61%, fit 2.59%, held-out 4.62%
+  // (before the fixed kernel costs: 3.66%, 2.64%, 4.68%)
+  assert.ok(all < 0.037, `mean error ${all}`);
+  assert.ok(fit < 0.027, `fit error ${fit}`);
+  assert.ok(held < 0.047, `held-out error ${held}`);
   // every run within 10%; the dense GPT runs (Korthikanti Table 5) and the Megatron DeepSeek-V3 H100 runs within 6%
   for (const r of rows) assert.ok(Math.abs(r.error) < 0.1, `${r.id} ${r.error}`);
   for (const r of rows.filter((x) => x.id.startsWith('korth') || x.id.startsWith('dsv3-h100'))) assert.ok(Math.abs(r.error) < 0.06, `${r.id} ${r.error}`);
@@ -35,7 +36,7 @@ test('DeepSeek-V3 on 2048 H800: whole-run accounting (goodput 0.9) is the only c
   const r = PUBLISHED_RUNS.find((x) => x.id === 'dsv3-h800x2048-fp8')!;
   assert.is(r.goodput, GOODPUT_WHOLE_RUN);
   const steady = simulateRun(r).tokensPerSecond / r.tokensPerSecond - 1;
-  // measured at the time of writing: +21.7% steady state, +9.5% after goodput
+  // measured at the time of writing: +20.3% steady state, +8.3% after goodput
   assert.ok(steady > 0.1 && steady < 0.25, `${steady}`);
 });
 

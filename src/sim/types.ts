@@ -133,7 +133,7 @@ export interface MemoryBreakdown {
   fits: boolean;
 }
 
-/** Seconds per iteration by cause; `total` = the sum. */
+/** Seconds per iteration by cause; `total` = the sum. `overhead`: fixed per-kernel costs (launch, host-bound dispatch; src/sim/kernels.ts). */
 export interface TimeBreakdown {
   compute: number;
   recompute: number;

@@ -25,7 +25,7 @@ export function formatResult(r: SimResult, title: string): string {
   const rows: Array<[string, number]> = [
     ['compute', t.compute], ['recompute', t.recompute], ['TP comm (exposed)', t.tpComm], ['EP comm (exposed)', t.epComm],
     ['CP comm (exposed)', t.cpComm], ['PP comm (exposed)', t.ppComm], ['DP comm (exposed)', t.dpComm], ['pipeline bubble', t.bubble],
-    ['optimizer step', t.optimizer], ['swap (exposed)', t.swap],
+    ['optimizer step', t.optimizer], ['swap (exposed)', t.swap], ['kernel fixed costs', t.overhead],
   ];
   return [
     title,
