@@ -9,7 +9,8 @@
 //       [--lr 3e-3] [--gemm openblas,wasm] [--experts loop|bmm] [--torch-threads 1] [--python /usr/bin/python3 (env ULTRAMOE_TORCH_PYTHON)]
 //       [--gemm none]           torch only
 //       [--torch-blas-threads auto|1|2]  OpenBLAS threads of torch (auto: both, the faster is compared)
-//       [--ours-blas-threads auto|1|2]   the same for our wasm+openblas column (2 = the backend's policy)
+//       [--ours-blas-threads auto|1|2]   the same for our wasm+openblas column (2 = the backend's policy:
+//                                        1 or 2 threads per GEMM size class, measured: src/backend/blas-threads.ts)
 //       [--profile]             our side: per-module wall time and top kernels of one extra step
 //       [--quick]               3 steps
 //       [--keep]                 keep the run directory (weights, batches, config) for debugging
@@ -31,6 +32,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf, initBackend, backendLabel, backendDescription } from '../src/backend/tf.ts';
+import { blasThreadTuner } from '../src/backend/openblas.ts';
 import { resolveConfig, type ModelConfig } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';
 import { modelFlopsPerTokenBreakdown } from '../src/model/flops-local.ts';
@@ -149,6 +151,7 @@ export async function trainOurs(dir: string, opts: {
     impl: backendLabel(), description: backendDescription(), rows, losses: rows.map((r) => r.loss), evalLmLoss,
     medianStepMs: med, tokensPerSec: tps, gflops: (run.flopsPerToken * tps) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, profile,
+    ...(blasThreadTuner && backendLabel() === 'wasm+openblas' ? { blasThreads: blasThreadTuner.summary() } : {}),
   };
   trainer.dispose();
   model.dispose();
@@ -330,7 +333,7 @@ async function main(): Promise<void> {
       procs.push({ label, kind, p });
     } catch (e) { console.error(`vs-torch: ${label} failed to start: ${(e as Error).message}`); process.exitCode = 1; p.kill(); }
   };
-  // ours with OpenBLAS: the backend's policy (2 threads for products >= 2^25) and, like torch, 1 thread
+  // ours with OpenBLAS: the backend's policy (up to 2 threads, chosen per GEMM size class from measured speed) and, like torch, 1 thread
   const oursBlas = arg('ours-blas-threads', 'auto') === 'auto' ? ['2', '1'] : [arg('ours-blas-threads', '2')];
   for (const g of gemms) {
     for (const [i, bt] of (g === 'openblas' ? oursBlas : ['']).entries()) {

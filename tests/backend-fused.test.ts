@@ -1,4 +1,4 @@
-// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts, fused-softmax.ts) against the stock tfjs
+// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts, fused-softmax.ts, fused-rope.ts) against the stock tfjs
 // formulation on random inputs, on cpu and wasm; on wasm both the SIMD path and the JS fallback
 // (SIMD off, or a row length that is not a multiple of 4). Also tf.grads through the forward
 // kernels (their registered gradients) against tf.grads of the stock formula, and no leaks.
@@ -7,6 +7,7 @@ import { forEachBackend, tf, assert, assertClose, assertNoLeak } from './support
 import { rmsNorm, rmsNormBackward } from '../src/backend/fused-norm.ts';
 import { swiglu, swigluPacked, swigluBackward, swigluPackedBackward } from '../src/backend/fused-swiglu.ts';
 import { softmaxBackward } from '../src/backend/fused-softmax.ts';
+import { ropeFused } from '../src/backend/fused-rope.ts';
 import { simdOptions } from '../src/backend/simd-asm.ts';
 
 const TOL = 2e-6;
@@ -106,12 +107,37 @@ forEachBackend('backend-fused', (test, backend) => {
       assert.throws(() => softmaxBackward(tf.ones([2, 4]), tf.ones([2, 3])), /shapes differ/);
     });
 
+    test(`ropeFused (and its inverse, the backward) = rotate-half with stock ops; tf.grads through it${tag}`, () => {
+      /** rotate-half RoPE on the last r dims of each head, written with slices (sign −1: the inverse) */
+      const ref = (x: tf.Tensor, r: number, sign: number) => {
+        const [B, S, n, d] = x.shape as number[], h = r / 2, off = d - r;
+        const ang = tf.mul(tf.reshape(tf.range(0, S), [S, 1]), tf.reshape(tf.pow(10000, tf.div(tf.mul(tf.range(0, h), -2), r)), [1, h]));
+        const c = tf.reshape(tf.cos(ang), [1, S, 1, h]), s = tf.mul(tf.reshape(tf.sin(ang), [1, S, 1, h]), sign);
+        const x1 = tf.slice(x, [0, 0, 0, off], [B, S, n, h]), x2 = tf.slice(x, [0, 0, 0, off + h], [B, S, n, h]);
+        const rot = [tf.sub(tf.mul(x1, c), tf.mul(x2, s)), tf.add(tf.mul(x2, c), tf.mul(x1, s))];
+        return tf.concat(off ? [tf.slice(x, [0, 0, 0, 0], [B, S, n, off]), ...rot] : rot, 3);
+      };
+      for (const [shape, r] of [[[2, 5, 3, 8], 8], [[2, 7, 4, 48], 16], [[1, 4, 2, 6], 4], [[2, 3, 1, 16], 16]] as [number[], number][]) {
+        tf.tidy(() => {
+          const x = randn(shape);
+          close(ropeFused(x, 10000, r), ref(x, r, 1), `rope [${shape}] r=${r}`, 1e-5);
+          close(ropeFused(x, 10000, r, true), ref(x, r, -1), `inverse [${shape}] r=${r}`, 1e-5);
+          const dy = randn(shape);
+          const mine = tf.grad((xx: tf.Tensor) => ropeFused(xx, 10000, r))(x, dy), want = tf.grad((xx: tf.Tensor) => ref(xx, r, 1))(x, dy);
+          close(mine, want, `grad [${shape}] r=${r}`, 1e-5);
+          close(ropeFused(dy, 10000, r, true), want, `inverse = gradient [${shape}] r=${r}`, 1e-5);
+        });
+      }
+    });
+
     test(`no tensor leaks${tag}`, async () => {
       const x = randn([4, 8]), g = randn([8]), u = randn([4, 8]), p = randn([4, 1]);
       await assertNoLeak(() => {
         const n = rmsNorm(x, g, 1e-5), nb = rmsNormBackward(x, x, n.rstd, g, u);
         const s = swiglu(x, u, p), sb = swigluBackward(x, x, u, p), h = tf.concat([x, u], -1);
         softmaxBackward(x, u, 0.5).dispose();
+        const x4 = tf.reshape(x, [1, 4, 1, 8]);
+        tf.dispose([ropeFused(x4, 10000, 8), x4]);
         tf.dispose([n.y, n.rstd, nb.dx, nb.dg, s.act, s.actP!, sb.dGate, sb.dUp, sb.dP!, swigluPacked(h), swigluPackedBackward(x, h), h]);
       }, 'fused kernels');
       tf.dispose([x, g, u, p]);

@@ -10,9 +10,10 @@ import { groupedGemmWasm, groupedGemmCpu } from './grouped.ts';
 import { rmsNormKernels } from './fused-norm.ts';
 import { swigluKernels } from './fused-swiglu.ts';
 import { softmaxKernels } from './fused-softmax.ts';
+import { ropeKernels } from './fused-rope.ts';
 
 /** Fused element-wise kernels, registered on the backends they have a config for. */
-const fused = [...rmsNormKernels, ...swigluKernels, ...softmaxKernels];
+const fused = [...rmsNormKernels, ...swigluKernels, ...softmaxKernels, ...ropeKernels];
 
 let on = true;
 const enabled = () => on;

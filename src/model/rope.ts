@@ -9,6 +9,7 @@
 // (HF DeepSeek-V3 permutes the rope dims to interleaved pairs before rotate-half; that is the
 // same function up to a fixed permutation of the rope columns of the weights.)
 import { tf } from '../backend/tf.ts';
+import { hasFusedRope, ropeFused } from '../backend/fused-rope.ts';
 
 interface Tables { cos: Float32Array; sin: Float32Array; rot: Float32Array }
 const cache = new Map<string, Tables>();
@@ -49,8 +50,10 @@ export function rotateHalf(x: tf.Tensor, rotary?: number): tf.Tensor {
   return tf.reshape(tf.matMul(tf.reshape(x, [-1, d]), tf.tensor2d(rot, [d, d])), x.shape);
 }
 
-/** x [B, S, n, d] → x with RoPE applied to its last `rotary` dims (default: all d). */
+/** x [B, S, n, d] → x with RoPE applied to its last `rotary` dims (default: all d). One fused kernel
+ *  where available (src/backend/fused-rope.ts, bit-equal to the formulation below). */
 export function applyRope(x: tf.Tensor, theta: number, rotary?: number): tf.Tensor {
+  if (hasFusedRope()) return ropeFused(x, theta, rotary ?? (x.shape[3] as number));
   const { cos, sin, rot, d } = consts(x, theta, rotary);
   const xr = tf.reshape(tf.matMul(tf.reshape(x, [-1, d]), rot), x.shape);
   return tf.add(tf.mul(x, cos), tf.mul(xr, sin));
@@ -58,6 +61,7 @@ export function applyRope(x: tf.Tensor, theta: number, rotary?: number): tf.Tens
 
 /** dx from dy for applyRope. */
 export function applyRopeBackward(dy: tf.Tensor, theta: number, rotary?: number): tf.Tensor {
+  if (hasFusedRope()) return ropeFused(dy, theta, rotary ?? (dy.shape[3] as number), true);
   const { cos, sin, rot, d } = consts(dy, theta, rotary);
   const ds = tf.reshape(tf.mul(dy, sin), [-1, d]);
   return tf.add(tf.mul(dy, cos), tf.reshape(tf.matMul(ds, rot, false, true), dy.shape));
