@@ -63,4 +63,15 @@ test('smooth, shape-aware GEMM efficiency: anchors kept, no jumps, thin GEMMs me
   assert.is(cost.rooflineEfficiency(8192, 8192, 8192, h100), 1);
 });
 
+test('fixed kernel costs: launch per kernel, host-bound only when dispatch outruns the device, host sync', () => {
+  const spec = getSpec('ascend-910b'); // launch 10 us, host dispatch 20 us per kernel
+  const lo = spec.efficiency.launchOverhead, hd = spec.efficiency.hostDispatch!;
+  // long device work: the host keeps ahead, only the launches show
+  assertClose([cost.kernelFixedTime(78, 0.1, spec)], [78 * lo], 1e-12, 'device-bound');
+  // no device work: dispatching 78 kernels takes 78 x 20 us, of which the launches are already counted
+  assertClose([cost.kernelFixedTime(78, 0, spec)], [78 * hd], 1e-12, 'host-bound');
+  assert.is(cost.kernelFixedTime(0, 1, spec), 0);
+  assertClose([cost.hostSyncTime(spec)], [spec.hostLink.latency + hd], 1e-12, 'sync');
+});
+
 test.run();

@@ -45,9 +45,11 @@ test('host-bound: a layer whose kernels take longer to dispatch than to run is c
   const r = simulate(mc, paperLayout(6144), PAPER_OPTIMISED_OPTIONS, slowHost);
   const base = simulate(mc, paperLayout(6144), PAPER_OPTIMISED_OPTIONS, spec);
   assert.ok(r.time.overhead > 10 * base.time.overhead, `${r.time.overhead} vs ${base.time.overhead}`);
-  // at the catalogue's 20 us per kernel the host never binds: the overhead is the launch cost alone
+  // at the catalogue's 20 us per kernel the host never binds: without host dispatch only the MoE host syncs (one
+  // dispatch each, 20 us per MoE layer and micro-batch against 78 launches of 10 us) get cheaper
   const noHost = simulate(mc, paperLayout(6144), PAPER_OPTIMISED_OPTIONS, { ...spec, efficiency: { ...spec.efficiency, hostDispatch: 0 } });
-  assert.ok(Math.abs(noHost.time.overhead - base.time.overhead) < 1e-12);
+  const d = 1 - noHost.time.overhead / base.time.overhead;
+  assert.ok(d > 0 && d < 0.03, `${d}`);
 });
 
 test('width vs depth at equal parameters: the deeper, narrower shape loses more MFU to fixed costs', () => {

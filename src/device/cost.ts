@@ -176,6 +176,27 @@ export function memoryTime(bytes: number, spec: DeviceSpec): number {
   return (bytes > 0 ? bytes / (spec.hbmBandwidth * eff) : 0) + spec.efficiency.launchOverhead;
 }
 
+/**
+ * Fixed cost of `kernels` kernels that together run `deviceSeconds` of work on one stream: each pays the device's
+ * per-kernel `launchOverhead`, and when the host takes longer to dispatch them (`hostDispatch` each, asynchronous
+ * to the device) than the device takes to run them, the difference shows as well (host bound). Returns the time
+ * added to `deviceSeconds`.
+ */
+export function kernelFixedTime(kernels: number, deviceSeconds: number, spec: DeviceSpec): number {
+  if (kernels <= 0) return 0;
+  const launch = kernels * spec.efficiency.launchOverhead;
+  return launch + Math.max(0, kernels * (spec.efficiency.hostDispatch ?? 0) - (deviceSeconds + launch));
+}
+
+/**
+ * A host-device synchronisation (e.g. copying the tokens per expert to the host for the all-to-allv splits): the
+ * device queue drains, then waits for the copy back (host-link latency) and for the host to dispatch the next
+ * kernel.
+ */
+export function hostSyncTime(spec: DeviceSpec): number {
+  return spec.hostLink.latency + (spec.efficiency.hostDispatch ?? spec.efficiency.launchOverhead);
+}
+
 /** Host <-> device copy of `bytes` (swap out / in) over the host link. */
 export function hostCopyTime(bytes: number, spec: DeviceSpec): number {
   return sendRecvTime(bytes, spec.hostLink);

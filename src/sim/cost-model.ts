@@ -11,7 +11,7 @@
 // warm-up/cool-down, never more than the compute available); DP reduce-scatter / all-gather hide
 // behind one micro-batch's backward / forward plus half the bubble, the last bucket always shows.
 import {
-  allGatherTime, allReduceTime, allToAllVTime, gemmEfficiency, smoothCurveEfficiency, hostCopyTime, memoryTime,
+  allGatherTime, allReduceTime, allToAllVTime, gemmEfficiency, smoothCurveEfficiency, hostCopyTime, hostSyncTime, kernelFixedTime, memoryTime,
   peakFlops, reduceScatterTime, sendRecvTime, twoTierAllToAllTime,
 } from '../device/cost.ts';
 import type { DeviceSpec, LinkSpec } from '../device/specs.ts';
@@ -97,7 +97,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   // fixed per-kernel costs (kernels.ts). 'executor': the executed cluster's refined kernels, `launch(n)` for n
   // forward kernels (three launches each over forward, dgrad, wgrad); 'kernels': the layer structure's kernels
   const fixedMode = o.fixedCosts ?? 'kernels';
-  const lo = spec.efficiency.launchOverhead, hostDispatch = spec.efficiency.hostDispatch ?? 0;
+  const lo = spec.efficiency.launchOverhead;
   const launch = (kernels: number) => fixedMode === 'executor' ? kernels * lo : 0;
   const lk = fixedMode === 'kernels' ? kernelsOf(cfg) : null;
 
@@ -222,16 +222,15 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     const smSlow = o.adaptivePipeOverlap && isMoE && epAll > 0 && !spec.name.startsWith('ascend')
       ? hidden * compute * GPU_COMM_SM_SHARE / (1 - GPU_COMM_SM_SHARE) : 0;
     const cp = 3 * Math.max(0, cpFwd - attnCore);
-    // fixed kernel costs: every kernel of the layer (forward, backward, recompute) pays `lo` on the device; the
-    // host dispatches the same kernels asynchronously, so the layer is host-bound only when dispatching them
-    // takes longer than the device needs for its compute, recompute and fixed costs
+    // fixed kernel costs (cost.ts kernelFixedTime): every kernel of the layer (forward, backward, recompute) pays
+    // the launch cost on the device; the host dispatches the same kernels asynchronously, so the layer is host-bound
+    // only when dispatching them takes longer than the device needs; plus the MoE dispatcher's host syncs
     let fixed = 0;
     if (lk) {
       const mk = isMoE ? lk.moe : lk.dense;
       const n = fwdKernels(lk.attn) + fwdKernels(mk) + bwdKernels(lk.attn) + bwdKernels(mk)
         + recomputeKernels(cfg, o.recompute === 'full', mods, isMoE);
-      fixed = n * lo;
-      fixed += Math.max(0, n * hostDispatch - (compute + recompute + fixed));
+      fixed = kernelFixedTime(n, compute + recompute, spec) + (isMoE ? lk.moeHostSyncs * hostSyncTime(spec) : 0);
     }
     let swap = 0;
     if (o.swapAttention) {
@@ -249,7 +248,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp) + launch(2)
     + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
   const headKernels = lk ? fwdKernels(lk.head) + bwdKernels(lk.head) : 0;
-  const headFixed = headKernels * lo;
+  const headFixed = kernelFixedTime(headKernels, 3 * headFwd * (1 + cfg.numMtpLayers), spec);
   const head = 3 * headFwd * (1 + cfg.numMtpLayers) + headFixed;
   const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap') + avg('fixed');
   // stage split balanced on time: the head counts as head/layerSum layers on the last stage

@@ -41,6 +41,13 @@ export interface LayerKernels {
   moe: KernelCount;
   /** main output head plus every MTP module */
   head: KernelCount;
+  /**
+   * Host-device synchronisations per MoE layer and micro-batch: the all-to-all dispatcher copies the tokens per
+   * expert to the host for the all-to-allv splits in the forward (Megatron-core MoEAlltoAllTokenDispatcher
+   * `maybe_move_tensor_to_cpu` / its sync point; the backward reuses the splits). Megatron's inference dispatcher
+   * keeps them on the device precisely to avoid this host synchronisation.
+   */
+  moeHostSyncs: number;
 }
 
 const k = (gemm: number, other: number, core = 0): KernelCount => ({ gemm, other, core });
@@ -55,7 +62,7 @@ export function layerKernels(cfg: ModelConfig): LayerKernels {
   const head1 = k(1, 4);
   const mtp = cfg.numMtpLayers;
   const head = k(head1.gemm * (1 + mtp) + mtp, head1.other * (1 + mtp) + 3 * mtp);
-  return { attn, dense: k(2, 3), moe, head };
+  return { attn, dense: k(2, 3), moe, head, moeHostSyncs: 1 };
 }
 
 /** Kernels of a forward (`fwd`) and of the matching backward (`bwd`). */
