@@ -61,3 +61,13 @@ for (const seqLen of [4096, 8192]) {
     console.log(`  ${view.padEnd(12)} before:             ${line(b)}\n  ${''.padEnd(12)} fixed costs, no refit: ${line(m)}\n  ${''.padEnd(12)} after:              ${line(a)}`);
   }
 }
+
+// sensitivity (not a fit, nothing chosen from it): the Ascend per-kernel cost is [U]. How the primary ranking at seq 4096
+// responds to it, with the current calibration held fixed.
+console.log('\nsensitivity of the primary ranking (seq 4096) to the Ascend per-kernel cost, calibration held fixed:');
+for (const us of [0, 10, 50, 200, 500]) {
+  const sp = getSpec(PAPER_DEVICE);
+  sp.efficiency.launchOverhead = us * 1e-6;
+  const r = paperShapeRanking({ view: 'mfu', band: ga.holdout.meanAbsError, spec: sp });
+  console.log(`  ${String(us).padStart(3)} us per kernel: paper shape rank ${r.paperRank}, gap ${(100 * r.paperGapRelative).toFixed(2)}%, best ${r.ranked[0].hidden}x${r.ranked[0].layers} at ${(100 * r.ranked[0].mfu).toFixed(1)}%`);
+}

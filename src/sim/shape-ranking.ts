@@ -11,7 +11,7 @@
 // scaled to 718B total parameters (tokens/s × P / 718B), i.e. the time to train equal-size models on equal
 // tokens, which does not credit the attention FLOPs a shape spends; 'paper-layout': best MFU per shape over the
 // paper's reported layout family only (TP8 PP16 VPP2 EP32, any micro-batch; pangu-ultra-moe.md §5 [U]).
-import { getSpec } from '../device/specs.ts';
+import { getSpec, type DeviceSpec } from '../device/specs.ts';
 import { PAPER_DEVICE, PAPER_GLOBAL_BATCH, PAPER_MODEL, PAPER_OPTIMISED_OPTIONS, PAPER_SEQ } from './paper.ts';
 import { bestPerVariant, PAPER_SHAPE_SPACE, runSearch } from './search.ts';
 import { meanAbsError, validationRows } from './validation.ts';
@@ -58,13 +58,13 @@ export function simulatorErrorBand(): number {
   return meanAbsError(validationRows().filter((r) => r.role === 'holdout'));
 }
 
-export function paperShapeRanking(opts: { seqLen?: number; globalBatch?: number; band?: number; view?: RankingView; options?: SimOptions } = {}): ShapeRanking {
+export function paperShapeRanking(opts: { seqLen?: number; globalBatch?: number; band?: number; view?: RankingView; options?: SimOptions; spec?: DeviceSpec } = {}): ShapeRanking {
   const seqLen = opts.seqLen ?? PAPER_SEQ;
   const globalBatch = opts.globalBatch ?? (PAPER_GLOBAL_BATCH * PAPER_SEQ) / seqLen;
   const view = opts.view ?? 'mfu';
   const out = runSearch({
     base: PAPER_MODEL, space: PAPER_SHAPE_SPACE, modelParams: 718e9, tolerance: 0.05, devices: 6144,
-    spec: getSpec(PAPER_DEVICE), seqLen, globalBatch, options: opts.options ?? PAPER_OPTIMISED_OPTIONS, top: 1,
+    spec: opts.spec ?? getSpec(PAPER_DEVICE), seqLen, globalBatch, options: opts.options ?? PAPER_OPTIMISED_OPTIONS, top: 1,
   });
   const c = out.columns, f = PAPER_LAYOUT_FAMILY;
   const filter = view === 'paper-layout' ? (i: number) => c.tp[i] === f.tp && c.pp[i] === f.pp && c.vpp[i] === f.vpp && c.ep[i] === f.ep : undefined;
