@@ -104,7 +104,7 @@ const SRC_ATTN_HOPPER = 'cuDNN fused attention on H100, head dim 128, seq 4k: 51
 const SRC_ATTN_AMPERE = 'FlashAttention-2 paper (arXiv 2307.08691): fwd+bwd up to 225 TFLOPS on A100 under 3.5x accounting -> 0.62 under 3x [P/D]';
 const SRC_FP8_HOPPER = 'deepseek-ai/DeepGEMM README grouped GEMMs at DeepSeek-V3 expert shapes (1297 / 1099 TFLOPS on H800, 1.2x over the earlier CUTLASS kernels) -> 0.515 of the FP8 peak [P/D]';
 const SRC_LAUNCH_NPU = 'assumed 10 us per op [U]: no published per-op figure for 910B; Pangu Ultra MoE reports host-bound launch overhead (pangu-ultra-moe.md §6.2); CANN: torch_npu dispatches ops asynchronously, host bound when dispatch exceeds device time (MindStudio "Host Bound Issue Classification")';
-const SRC_HOST_NPU = 'host dispatch 20 us per op [U]: torch_npu task_queue two-stage dispatch (TASK_QUEUE_ENABLE, Ascend Extension for PyTorch env reference) has no published per-op time; taken as the GPU high end, a conservative host-bound check';
+const SRC_HOST_NPU = 'host dispatch 20 us per op [U]: eager torch_npu runs Python API -> C++ dispatch -> device kernel per op, each kernel waiting for its dispatch (TorchAir reduce-overhead/aclgraph guide; two-stage TASK_QUEUE_ENABLE pipeline, Ascend Extension for PyTorch env reference), but no per-op time is published; taken as the GPU high end, a conservative host-bound check';
 
 const roce200: LinkSpec = { name: 'RoCE 200G', bandwidth: 25 * G, latency: 2 * US, efficiency: 0.9 };
 const hccs910b: LinkSpec = { name: 'HCCS', bandwidth: 196 * G, latency: 1 * US, efficiency: 0.76 };
