@@ -1,4 +1,5 @@
-// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts, fused-softmax.ts, fused-rope.ts) against the stock tfjs
+// Fused element-wise kernels (src/backend/fused-norm.ts, fused-swiglu.ts, fused-softmax.ts, fused-rope.ts,
+// fused-scatter.ts) against the stock tfjs
 // formulation on random inputs, on cpu and wasm; on wasm both the SIMD path and the JS fallback
 // (SIMD off, or a row length that is not a multiple of 4). Also tf.grads through the forward
 // kernels (their registered gradients) against tf.grads of the stock formula, and no leaks.
@@ -8,6 +9,7 @@ import { rmsNorm, rmsNormBackward } from '../src/backend/fused-norm.ts';
 import { swiglu, swigluPacked, swigluBackward, swigluPackedBackward } from '../src/backend/fused-swiglu.ts';
 import { softmaxBackward } from '../src/backend/fused-softmax.ts';
 import { ropeFused } from '../src/backend/fused-rope.ts';
+import { scatterAddRowsFused } from '../src/backend/fused-scatter.ts';
 import { simdOptions } from '../src/backend/simd-asm.ts';
 
 const TOL = 2e-6;
@@ -130,12 +132,25 @@ forEachBackend('backend-fused', (test, backend) => {
       }
     });
 
+    test(`scatterAddRowsFused = scatterND (duplicates summed in row order, bit-equal); bad indices rejected${tag}`, () => {
+      for (const [N, H, T] of [[12, 8, 5], [7, 6, 3], [600, 64, 100], [0, 8, 4]]) {
+        tf.tidy(() => {
+          const rows = randn([N, H]) as tf.Tensor2D, idx = Int32Array.from({ length: N }, (_, i) => (i * 7 + 3) % T);
+          const want = N ? tf.scatterND(tf.tensor2d(idx, [N, 1], 'int32'), rows, [T, H]) : tf.zeros([T, H]);
+          close(scatterAddRowsFused(rows, idx, T), want, `scatter ${N}x${H} → ${T}`, 0);
+        });
+      }
+      assert.throws(() => scatterAddRowsFused(tf.ones([2, 4]) as tf.Tensor2D, new Int32Array([0, 4]), 4), /outside \[0, 4\)/);
+      assert.throws(() => scatterAddRowsFused(tf.ones([2, 4]) as tf.Tensor2D, new Int32Array([0]), 4), /1 indices for 2 rows/);
+    });
+
     test(`no tensor leaks${tag}`, async () => {
       const x = randn([4, 8]), g = randn([8]), u = randn([4, 8]), p = randn([4, 1]);
       await assertNoLeak(() => {
         const n = rmsNorm(x, g, 1e-5), nb = rmsNormBackward(x, x, n.rstd, g, u);
         const s = swiglu(x, u, p), sb = swigluBackward(x, x, u, p), h = tf.concat([x, u], -1);
         softmaxBackward(x, u, 0.5).dispose();
+        scatterAddRowsFused(x as tf.Tensor2D, new Int32Array([1, 0, 1, 2]), 3).dispose();
         const x4 = tf.reshape(x, [1, 4, 1, 8]);
         tf.dispose([ropeFused(x4, 10000, 8), x4]);
         tf.dispose([n.y, n.rstd, nb.dx, nb.dg, s.act, s.actP!, sb.dGate, sb.dUp, sb.dP!, swigluPacked(h), swigluPackedBackward(x, h), h]);

@@ -11,9 +11,10 @@ import { rmsNormKernels } from './fused-norm.ts';
 import { swigluKernels } from './fused-swiglu.ts';
 import { softmaxKernels } from './fused-softmax.ts';
 import { ropeKernels } from './fused-rope.ts';
+import { scatterKernels } from './fused-scatter.ts';
 
 /** Fused element-wise kernels, registered on the backends they have a config for. */
-const fused = [...rmsNormKernels, ...swigluKernels, ...softmaxKernels, ...ropeKernels];
+const fused = [...rmsNormKernels, ...swigluKernels, ...softmaxKernels, ...ropeKernels, ...scatterKernels];
 
 let on = true;
 const enabled = () => on;

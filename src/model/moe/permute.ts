@@ -5,6 +5,7 @@
 //   unpermute: out[sortedIndices[r]] += y[r]                backward: gather rows
 // Probs are applied inside the experts (Megatron), so unpermute is a plain scatter-add.
 import { tf } from '../../backend/tf.ts';
+import { scatterAddRowsFused } from '../../backend/fused-scatter.ts';
 
 /** x [T, H] → permuted [N, H] (row r = x[sortedIndices[r]]). */
 export function permuteTokens(x: tf.Tensor2D, sortedIndices: Int32Array): tf.Tensor2D {
@@ -17,12 +18,9 @@ export function permuteTokens(x: tf.Tensor2D, sortedIndices: Int32Array): tf.Ten
 
 /** Scatter-add rows: out [T, H], out[sortedIndices[r]] += rows[r]. The backward of permute, the forward of unpermute. */
 export function scatterAddRows(rows: tf.Tensor2D, sortedIndices: Int32Array, numTokens: number): tf.Tensor2D {
-  return tf.tidy(() => {
-    const H = rows.shape[1];
-    if (sortedIndices.length === 0) return tf.zeros([numTokens, H]) as tf.Tensor2D;
-    // scatterND sums duplicate indices on cpu and wasm (tfjs-notes P7)
-    return tf.scatterND(tf.tensor2d(sortedIndices, [sortedIndices.length, 1], 'int32'), rows, [numTokens, H]) as tf.Tensor2D;
-  });
+  // one SIMD row-add pass (src/backend/fused-scatter.ts); falls back to scatterND, which also sums
+  // duplicate indices in row order (tfjs-notes P7)
+  return scatterAddRowsFused(rows, sortedIndices, numTokens);
 }
 
 /** dPermuted [N, H] → dx [T, H]. */
