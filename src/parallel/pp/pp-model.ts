@@ -30,6 +30,8 @@ import { ParallelModel, type ParallelStepReport } from '../parallel-model.ts';
 import { partitionLayers, type Partition } from '../pipeline/partition.ts';
 import { schedule1F1B, scheduleGPipe, scheduleInterleaved, type Schedule, type ScheduleName } from '../pipeline/schedule.ts';
 import { PipeClock } from './pipe-clock.ts';
+import { GapFiller } from './gap-fill.ts';
+import { schedule1F1BOverlap } from './overlap-schedule.ts';
 import { drivePipeline, type ComputeSpan } from './pp-driver.ts';
 import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type MicroBatchState } from '../pm-phases.ts';
 import { stageCluster } from './stage-cluster.ts';
@@ -44,6 +46,8 @@ export interface PipelineParallelOptions {
   dispatcher?: DispatcherKind;
   sequenceParallel?: boolean;
   globalBatch?: number; seqLen?: number; microBatches?: number;
+  /** adaptive pipe overlap on the executed timeline (pipe-clock.ts, gap-fill.ts, pp-driver.ts pairs); numerics unchanged */
+  overlap?: boolean;
 }
 
 export interface PipelineStepReport extends ParallelStepReport {
@@ -53,6 +57,8 @@ export interface PipelineStepReport extends ParallelStepReport {
   bubbleFraction: number;
   /** simulated seconds of this step (first compute start to last compute end) */
   stepSeconds: number;
+  /** F/B pairs issued together (overlap on) */
+  pairs: number;
 }
 
 interface InFlight { st: MicroBatchState; chunksLeft: number }
@@ -68,6 +74,8 @@ export class PipelineParallelModel {
   readonly partition: Partition;
   readonly vpp: number;
   readonly scheduleName: ScheduleName;
+  readonly overlap: boolean;
+  readonly filler: GapFiller | null;
 
   constructor(readonly cfg: ModelConfig, readonly cluster: Cluster, readonly opts: PipelineParallelOptions) {
     const spec = typeof opts.layout === 'string' ? parseLayout(opts.layout) : { ...opts.layout };
@@ -81,10 +89,12 @@ export class PipelineParallelModel {
     const problems: string[] = [];
     if (this.vpp > 1 && this.scheduleName !== 'interleaved') problems.push(`schedule ${this.scheduleName} needs vpp 1 (got ${this.vpp})`);
     if (problems.length) throw new Error(`PipelineParallelModel: ${problems.join('; ')}`);
+    this.overlap = !!opts.overlap;
+    this.filler = this.overlap ? new GapFiller(cluster.timeline) : null;
     const lay = execLayout(cfg, 1, 1, {});
     this.partition = partitionLayers(Array.from({ length: cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0), L.pp, this.vpp);
     for (let s = 0; s < L.pp; s++) {
-      const devs = Array.from({ length: n }, (_, i) => s * n + i), view = stageCluster(cluster, devs), clock = new PipeClock(view);
+      const devs = Array.from({ length: n }, (_, i) => s * n + i), view = stageCluster(cluster, devs, this.filler), clock = new PipeClock(view, this.filler);
       this.devices.push(devs); this.clocks.push(clock);
       this.stages.push(new ParallelModel(cfg, view, {
         layout: this.inner, seed: opts.seed, dispatcher: opts.dispatcher, sequenceParallel: opts.sequenceParallel,
@@ -108,7 +118,9 @@ export class PipelineParallelModel {
 
   schedule(M: number): Schedule {
     const pp = this.layout.pp;
-    return this.scheduleName === 'interleaved' ? scheduleInterleaved(pp, this.vpp, M) : this.scheduleName === 'gpipe' ? scheduleGPipe(pp, M) : schedule1F1B(pp, M);
+    if (this.scheduleName === 'interleaved') return scheduleInterleaved(pp, this.vpp, M);
+    if (this.scheduleName === 'gpipe') return scheduleGPipe(pp, M);
+    return this.overlap ? schedule1F1BOverlap(pp, M) : schedule1F1B(pp, M);   // overlap: one more warm-up forward (overlap-schedule.ts)
   }
 
   /**
@@ -128,7 +140,7 @@ export class PipelineParallelModel {
     const cpAttn = this.stages.map((pm) => (L.cp > 1 ? new CPAttention(pm.cluster, pm.groups.cp, pm.clock, this.cfg.headDim, this.cfg.ropeTheta, seqLen) : null));
     const ctxs: ForwardContext[][][] = this.stages.map(() => Array.from({ length: M }, (_, m) =>
       Array.from({ length: n }, () => ({ training: true, lossScale: 1 / (L.cp * L.dp * M), seed: (opts.seed ?? 1) * 1000 + m, routerStats: [] as RouterStats[], recordStats: true }))));
-    const inflight = this.stages.map(() => new Map<number, InFlight>());
+    const inflight = this.stages.map(() => new Map<number, InFlight>()), self = this;
     const ce: number[][] = new Array(M);
     const chunkOf = (r: number, chunk: number) => this.partition.chunks[chunk * P + r];
     const state = (r: number, m: number): InFlight => {
@@ -138,36 +150,45 @@ export class PipelineParallelModel {
     };
     try {
       const sched = this.schedule(M);
-      const { spans } = drivePipeline(this.cluster, sched, this.partition, {
+      const { spans, pairs } = drivePipeline(this.cluster, sched, this.partition, {
         devices: this.devices,
-        readyAt: (r) => Math.max(...this.devices[r].map((_, i) => this.clocks[r].readyAt(i)), ...this.devices[r].map((d) => this.cluster.timeline.streamFree(d, 'compute'))),
-        lastEvents: (r) => this.devices[r].map((_, i) => this.clocks[r].after([i]).reduce<ReturnType<PipeClock['after']>[number] | null>((a, e) => (!a || e.end > a.end ? e : a), null)),
-        forward: (r, m, chunk, input) => {
-          const pm = this.stages[r], ch = chunkOf(r, chunk), f = state(r, m);
-          this.clocks[r].wait(input?.events ?? []);
+        readyAt: (r, m) => {
+          const c = this.clocks[r];
+          c.use(m); c.wait([]);
+          const t = Math.max(...this.devices[r].map((_, i) => c.readyAt(i)));
+          return c.overlap ? t : Math.max(t, ...this.devices[r].map((d) => this.cluster.timeline.streamFree(d, 'compute')));
+        },
+        lastEvents: (r, m) => { const c = this.clocks[r]; c.use(m); c.wait([]); return this.devices[r].map((_, i) => c.lastOf(i)); },
+        forward: function* (r, m, chunk, input) {
+          const pm = self.stages[r], ch = chunkOf(r, chunk), f = state(r, m), c = self.clocks[r], waits = input?.events ?? [];
+          const on = () => { c.use(m); c.wait(waits); };
+          on();
           let h = ch.index === 0 ? embedForward(pm, f.st, (i) => shard(tokens, m, i)) : input!.tensors;
-          for (let l = ch.start; l < ch.end; l++) h = layerForward(pm, f.st, l, h);
+          for (let l = ch.start; l < ch.end; l++) { on(); h = layerForward(pm, f.st, l, h); yield; }
+          on();
           if (ch.index < C - 1) return h;
           ce[m] = headForward(pm, f.st, h, (i) => shard(targets, m, i));
           return null;
         },
-        backward: (r, m, chunk, input) => {
-          const pm = this.stages[r], ch = chunkOf(r, chunk), f = inflight[r].get(m);
+        backward: function* (r, m, chunk, input) {
+          const pm = self.stages[r], ch = chunkOf(r, chunk), f = inflight[r].get(m), c = self.clocks[r], waits = input?.events ?? [];
           if (!f) throw new Error(`stage ${r}: backward of micro-batch ${m} before its forward`);
-          this.clocks[r].wait(input?.events ?? []);
+          const on = () => { c.use(m); c.wait(waits); };
+          on();
           let d = ch.index === C - 1 ? headBackward(pm, f.st) : input!.tensors;
-          for (let l = ch.end - 1; l >= ch.start; l--) d = layerBackward(pm, f.st, l, d);
+          for (let l = ch.end - 1; l >= ch.start; l--) { on(); d = layerBackward(pm, f.st, l, d); yield; }
+          on();
           const out = ch.index > 0 ? d : null;
           if (ch.index === 0) embedBackward(pm, f.st, d);
           if (--f.chunksLeft === 0) { disposeMicroBatch(f.st); inflight[r].delete(m); }
           return out;
         },
-      });
+      }, { overlap: this.overlap, place: this.filler ? (r) => this.filler!.place(r) : undefined, beginPair: this.filler ? (r, t) => this.filler!.begin(this.devices[r], t) : undefined, endPair: this.filler ? () => this.filler!.end() : undefined });
       for (const pm of this.stages) pm.finishStep();
       if (this.cfg.tieEmbeddings && P > 1) syncTiedEmbedding(this);
       const rep = stepLoss(this, ce, ctxs, M, scales);
       const allDevs = this.devices.flat(), bub = measureBubble(this.cluster, allDevs);
-      return { ...rep, schedule: sched, spans, bubbleFraction: bub.bubbleFraction, stepSeconds: bub.stepTime };
+      return { ...rep, schedule: sched, spans, pairs, bubbleFraction: bub.bubbleFraction, stepSeconds: bub.stepTime };
     } finally {
       for (const mp of inflight) for (const f of mp.values()) disposeMicroBatch(f.st);
     }

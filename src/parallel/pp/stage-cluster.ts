@@ -14,9 +14,14 @@ import { ExpertCollectives } from '../../device/expert-collectives.ts';
 import type { ProcessGroup } from '../../device/groups.ts';
 import type { LinkSpec } from '../../device/specs.ts';
 import type { ScheduleRequest, SimEvent, StreamName, Timeline } from '../../device/timeline.ts';
+import type { GapFiller } from './gap-fill.ts';
 
-/** The global devices of `ranks` seen as a cluster of ranks.length devices (local rank i = ranks[i]). */
-export function stageCluster(cluster: Cluster, ranks: readonly number[]): Cluster {
+/**
+ * The global devices of `ranks` seen as a cluster of ranks.length devices (local rank i = ranks[i]).
+ * With a `filler` (overlap mode) the collectives issued inside an F/B pair are recorded and placed by
+ * the pair's list scheduler (gap-fill.ts); elsewhere they are scheduled as usual.
+ */
+export function stageCluster(cluster: Cluster, ranks: readonly number[], filler: GapFiller | null = null): Cluster {
   const devices: SimDevice[] = ranks.map((r) => cluster.device(r));
   const g = (i: number): number => {
     const r = ranks[i];
@@ -28,8 +33,9 @@ export function stageCluster(cluster: Cluster, ranks: readonly number[]): Cluste
     get events() { return tl.events; },
     get makespan() { return tl.makespan; },
     streamFree: (d: number, s: StreamName) => tl.streamFree(g(d), s),
-    readyTime: (d: number, s: StreamName, after: readonly SimEvent[] = [], notBefore = 0) => tl.readyTime(g(d), s, after, notBefore),
-    schedule: (r: ScheduleRequest) => tl.schedule({ ...r, device: g(r.device) }),
+    readyTime: (d: number, s: StreamName, after: readonly SimEvent[] = [], notBefore = 0) =>
+      (filler?.recording ? 0 : tl.readyTime(g(d), s, after, notBefore)),   // recording a pair: gap-fill.ts places it later
+    schedule: (r: ScheduleRequest) => (filler ? filler.place({ ...r, device: g(r.device) }) : tl.schedule({ ...r, device: g(r.device) })),
   } as unknown as Timeline;
   const led = cluster.commLedger;
   const commLedger = {
