@@ -76,11 +76,15 @@ forEachBackend('train pipeline', (test) => {
 
   test('invalid combinations are refused, one problem line each, with what is supported', () => {
     assert.ok(wantsPipeline('pp=2', {}) && wantsPipeline(undefined, { recompute: 'full' }) && !wantsPipeline('ep=4', {}));
-    const p = problemsOf(['--parallel', 'pp=2,ep=2,tp=2', '--overlap', 'on', '--dispatcher', 'allgather', '--override', JSON.stringify({ numLayers: 4 })]);
+    // pp × tp/dp/ep runs (src/parallel/pp): memory plans, allgather overlap, the distributed optimizer and cp are refused
+    const p = problemsOf(['--parallel', 'pp=2,ep=2,tp=2', '--overlap', 'on', '--dispatcher', 'allgather', '--recompute', 'full', '--distributed-optimizer', '--override', JSON.stringify({ numLayers: 4 })]);
     const has = (s: string) => assert.ok(p.some((x) => x.includes(s)), `'${s}' in:\n${p.join('\n')}`);
-    has('ep=2 cannot be combined'); has('tp=2 cannot be combined'); has('--overlap on is not executed with pp=2'); has('--dispatcher applies to --parallel');
+    has('--overlap on needs --dispatcher alltoall or hierarchical'); has('--recompute is not executed with tp/dp/ep inside the pipeline stages'); has('--distributed-optimizer applies to');
     assert.ok(p.every((x) => !x.includes('\n')), 'one line each');
-    assert.ok(p.filter((x) => x.includes('cannot be combined')).every((x) => x.includes('tp, cp, dp and ep must be 1')));
+    assert.ok(problemsOf(['--parallel', 'pp=2', '--overlap', 'on']).some((x) => x.includes('--overlap on needs --parallel pp>1 with ep>1')));
+    assert.ok(problemsOf(['--parallel', 'pp=2,ep=2,cp=2', '--override', JSON.stringify({ attention: 'gqa' })]).some((x) => x.includes('cp=2 with pp > 1 is not supported')));
+    assert.ok(problemsOf(['--parallel', 'ep=2', '--recompute', 'full']).some((x) => x.includes('ep=2 without pp > 1 cannot be combined with --recompute')));
+    assert.equal(problemsOf(['--parallel', 'pp=2,ep=2', '--overlap', 'on', '--micro-batches', '4']), []);
     const q = problemsOf(['--parallel', 'pp=4', '--vpp', '2', '--schedule', '1f1b', '--recompute', 'full,bogus', '--swap', 'nope', '--memory-budget', 'x', '--offload-fraction', '2', '--recompute-num-layers', '0']);
     const hasQ = (s: string) => assert.ok(q.some((x) => x.includes(s)), `'${s}' in:\n${q.join('\n')}`);
     hasQ('--schedule 1f1b needs --vpp 1'); hasQ("unknown: 'bogus'"); hasQ("'full' stands alone"); hasQ("unknown: 'nope'"); hasQ('--memory-budget must be a size'); hasQ('--offload-fraction must be in (0, 1]'); hasQ('--recompute-num-layers needs --recompute full'); hasQ('--recompute-num-layers must be an integer');
@@ -88,7 +92,7 @@ forEachBackend('train pipeline', (test) => {
     assert.ok(r.some((x) => x.includes('numLayers 4')), r.join('\n'));
     assert.equal(problemsOf(['--parallel', 'pp=2', '--micro-batches', '4', '--recompute', 'core_attn,moe_act', '--device-memory', '64MiB']), []);
     assert.equal(problemsOf(['--memory-budget', '24MiB']), []);
-    assert.ok(problemsOf(['--parallel', 'ep=4', '--overlap', 'on']).some((x) => x.includes('--overlap on is not executed')));
+    assert.ok(problemsOf(['--parallel', 'ep=4', '--overlap', 'on']).some((x) => x.includes('--overlap on needs --parallel pp>1 with ep>1')));
     assert.ok(problemsOf(['--recompute', 'full', '--override', JSON.stringify({ moe: { inputJitterEps: 0.01 } })]).some((x) => x.includes('inputJitterEps')));
   });
 }, ['wasm']);

@@ -1,15 +1,19 @@
-// The pipeline / recompute / swap flags of `ultramoe train` (--parallel pp=4, --vpp, --schedule,
-// --recompute, --swap, --min-offload-size, --offload-fraction, --memory-budget) and their validation:
-// every problem at once, before any work. Such runs go through src/parallel/exec's runTrainStep (one
-// simulated device per pipeline rank; pp = 1 when only --recompute/--swap/--memory-budget are given).
+// The pipeline / recompute / swap flags of `ultramoe train` (--parallel pp=4[,ep=2,tp=2,dp=2], --vpp,
+// --schedule, --overlap, --recompute, --swap, --min-offload-size, --offload-fraction, --memory-budget)
+// and their validation: every problem at once, before any work. Two executors:
+//   - pp alone (or only --recompute/--swap/--memory-budget, pp = 1): src/parallel/exec's runTrainStep,
+//     one simulated device per pipeline rank, with the memory plans;
+//   - pp > 1 with tp/dp/ep inside the stages: src/parallel/pp (train/pp-parallel.ts), each stage a
+//     lockstep group of tp·dp devices, with --overlap on|off (adaptive pipe overlap of the EP a2a).
 // Pure (no tfjs).
 import { resolveSpec } from '../device/spec-file.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { MODULE_CLASSES } from '../parallel/memory/descriptors.ts';
-import { LayoutError, parseLayout, type ParallelSpec } from '../parallel/layout.ts';
+import { LayoutError, parseLayout, resolveLayout, type ParallelSpec } from '../parallel/layout.ts';
 import { partitionLayers } from '../parallel/pipeline/partition.ts';
 import { schedule1F1B, scheduleGPipe, scheduleInterleaved } from '../parallel/pipeline/schedule.ts';
 import { parseBytes } from './parallel-flags.ts';
+import type { DispatcherKind } from '../parallel/ep/ep-moe.ts';
 
 export type PipelineSchedule = 'gpipe' | '1f1b' | 'interleaved';
 
@@ -31,6 +35,12 @@ export interface PipelineFlags {
   hbmBytes: number | null;
   /** Perfetto trace output file (the last step) */
   trace: string | null;
+  /** tp/cp/dp/ep inside each pipeline stage (src/parallel/pp); null: one device per stage (src/parallel/exec) */
+  inner: { tp: number; cp: number; dp: number; ep: number } | null;
+  /** adaptive pipe overlap (--overlap on; needs inner ep > 1) */
+  overlap: boolean;
+  dispatcher: DispatcherKind;
+  sequenceParallel: boolean;
 }
 
 export interface RawPipelineFlags {
@@ -38,8 +48,8 @@ export interface RawPipelineFlags {
   memoryBudget?: string; overlap?: string;
 }
 
-/** What the pipeline executor runs, for the problem lines. */
-export const PIPELINE_SUPPORTED = 'the pipeline executor runs pp (with vpp) alone: tp, cp, dp and ep must be 1; for tp/cp/dp/ep use --parallel without pp, --vpp, --schedule, --recompute, --swap and --memory-budget';
+/** What the pipeline executors run, for the problem lines. */
+export const PIPELINE_SUPPORTED = 'pp with tp/dp/ep inside the stages runs --vpp, --schedule, --overlap, --dispatcher and --sequence-parallel; --recompute/--swap/--memory-budget run with pp alone (tp = cp = dp = ep = 1) or without --parallel';
 
 const PIPE_KEYS = ['vpp', 'schedule', 'recompute', 'recomputeNumLayers', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const;
 const flagName = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -55,8 +65,8 @@ export interface ParallelOnlyFlags { dispatcher?: string; distributedOptimizer?:
 
 /**
  * Parse and check the flags of a pipeline-executor run (call only when `wantsPipeline`). `parallelOnly`
- * are the flags of ParallelModel runs, refused here. --overlap on is refused with pp (and otherwise:
- * nothing in `train` executes it).
+ * are the flags of ParallelModel runs: --dispatcher and --sequence-parallel apply to pp × tp/dp/ep runs,
+ * the rest is refused here. --overlap on needs pp > 1 with ep > 1 inside the stages.
  */
 export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelineFlags, common: { device?: string; deviceMemory?: string; trace?: string },
   parallelOnly: ParallelOnlyFlags, cfg: ModelConfig | null, microBatches: number): { flags: PipelineFlags | null; problems: string[] } {
@@ -65,13 +75,45 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   if (parallel) {
     try { spec = parseLayout(parallel); } catch (e) { p.push(...(e instanceof LayoutError ? e.problems.map((x) => `--parallel: ${x}`) : [(e as Error).message])); }
   }
-  for (const k of ['tp', 'cp', 'dp', 'ep', 'etp'] as const)
-    if (spec[k] > 1) p.push(`--parallel ${parallel}: ${k}=${spec[k]} cannot be combined with pipeline/recompute/swap execution (${PIPELINE_SUPPORTED})`);
-  for (const [k, v] of Object.entries(parallelOnly)) if (v !== undefined && v !== false && !(k === 'placement' && v === 'static'))
-    p.push(`${flagName(k)} applies to --parallel tp/cp/dp/ep runs, not to pipeline/recompute/swap runs (${PIPELINE_SUPPORTED})`);
+  // 'pp=4,ep=2': EP folds the stage's dp ranks, so an unspecified dp defaults to ep/(tp·cp) (as parallel-flags.ts)
+  if (parallel && !/\bdp=/.test(parallel) && spec.ep * spec.etp > spec.tp * spec.cp && (spec.ep * spec.etp) % (spec.tp * spec.cp) === 0) spec.dp = (spec.ep * spec.etp) / (spec.tp * spec.cp);
+  const innerPar = spec.tp * spec.cp * spec.dp * spec.ep > 1;
+  const memFlags = (['recompute', 'recomputeNumLayers', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const).filter((k) => raw[k] !== undefined);
+  if (innerPar && spec.pp === 1) {
+    for (const k of ['tp', 'cp', 'dp', 'ep'] as const) if (spec[k] > 1) p.push(`--parallel ${parallel}: ${k}=${spec[k]} without pp > 1 cannot be combined with ${memFlags.map(flagName).join(', ') || '--vpp/--schedule'} (${PIPELINE_SUPPORTED})`);
+  } else if (innerPar) {
+    for (const k of memFlags) p.push(`${flagName(k)} is not executed with tp/dp/ep inside the pipeline stages (--parallel ${parallel}); ${PIPELINE_SUPPORTED}`);
+    if (spec.cp > 1) p.push(`--parallel ${parallel}: cp=${spec.cp} with pp > 1 is not supported (context parallelism inside pipeline stages is not tested)`);
+  }
+  if (spec.etp > 1) p.push(`--parallel ${parallel}: etp=${spec.etp} is not executed`);
+  const inner = spec.pp > 1 && innerPar ? { tp: spec.tp, cp: spec.cp, dp: spec.dp, ep: spec.ep } : null;
+  for (const [k, v] of Object.entries(parallelOnly)) {
+    if (v === undefined || v === false || (k === 'placement' && v === 'static')) continue;
+    if (inner && (k === 'dispatcher' || k === 'sequenceParallel')) continue;
+    p.push(`${flagName(k)} applies to --parallel tp/cp/dp/ep runs${inner ? ' without pp' : ''}, not to ${inner ? 'pp × tp/dp/ep' : 'pipeline/recompute/swap'} runs (${PIPELINE_SUPPORTED})`);
+  }
+  const DISPATCHERS: Record<string, DispatcherKind> = { alltoall: 'alltoall', hierarchical: 'alltoall-hierarchical', allgather: 'allgather' };
+  const dispatcher = DISPATCHERS[parallelOnly.dispatcher ?? 'alltoall'];
+  if (!dispatcher) p.push(`--dispatcher must be alltoall, hierarchical or allgather (got '${parallelOnly.dispatcher}')`);
+  const sequenceParallel = !!parallelOnly.sequenceParallel;
+  if (inner && sequenceParallel && inner.tp < 2) p.push(`--sequence-parallel needs tp > 1 (got tp=${inner.tp})`);
+  let overlap = false;
   if (raw.overlap !== undefined && raw.overlap !== 'off') {
     if (raw.overlap !== 'on') p.push(`--overlap must be on or off (got '${raw.overlap}')`);
-    else p.push(`--overlap on is not executed with pp=${spec.pp}: the pipeline executor has no EP communication to overlap (EP×PP overlap is src/parallel/overlap, not wired into train); use --overlap off`);
+    else if (!inner || inner.ep < 2) p.push(`--overlap on needs --parallel pp>1 with ep>1 (it overlaps the EP all-to-all of one micro-batch with compute of another; got --parallel ${parallel ?? '(none)'})`);
+    else if (raw.schedule === 'gpipe') p.push('--overlap on needs --schedule 1f1b or interleaved (GPipe has no steady-state F/B pairs)');
+    else if (dispatcher === 'allgather') p.push('--overlap on needs --dispatcher alltoall or hierarchical (the overlapped ops are the EP all-to-alls)');
+    else overlap = true;
+  }
+  if (inner && cfg) {
+    // what the stages' ParallelModel does not execute (parallel-model.ts), checked here so nothing is built first
+    if (cfg.numMtpLayers > 0) p.push(`--parallel ${parallel}: numMtpLayers ${cfg.numMtpLayers}: MTP is not executed in parallel`);
+    if (cfg.dropout > 0) p.push(`--parallel ${parallel}: dropout > 0 is not supported in parallel runs`);
+    if (inner.tp > 1 && cfg.tieEmbeddings) p.push(`--parallel ${parallel}: tied embeddings are not supported with tp > 1`);
+    if (inner.tp > 1 && cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) p.push(`--parallel ${parallel}: 'seq' aux loss is not supported with tp > 1`);
+    try {
+      resolveLayout({ ...spec }, { model: cfg, microBatches, supported: { etp: 1 } });
+    } catch (e) { p.push(...(e instanceof LayoutError ? e.problems.map((x) => `--parallel: ${x}`) : [(e as Error).message])); }
   }
   const pp = spec.pp;
   const vpp = raw.vpp === undefined ? 1 : Number(raw.vpp);
@@ -111,7 +153,7 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
     if (!(memoryBudget > 0)) p.push(`--memory-budget must be a size like 24MiB (got '${raw.memoryBudget}')`);
     if (raw.recompute !== undefined || raw.swap !== undefined) p.push('--memory-budget chooses recompute and swap itself: drop --recompute/--swap');
   }
-  if (cfg && cfg.moe.inputJitterEps > 0) p.push('moe.inputJitterEps > 0 is not supported by pipeline/recompute/swap runs (the executor seeds micro-batch m with 1+m)');
+  if (cfg && cfg.moe.inputJitterEps > 0) p.push(inner ? '--parallel: moe.inputJitterEps > 0 is not supported by the EP router' : 'moe.inputJitterEps > 0 is not supported by pipeline/recompute/swap runs (the executor seeds micro-batch m with 1+m)');
   let hbmBytes: number | null = null;
   if (common.deviceMemory !== undefined) {
     hbmBytes = parseBytes(common.deviceMemory);
@@ -119,5 +161,5 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   }
   const device = common.device ?? 'ascend-910b';
   try { resolveSpec(device, hbmBytes && hbmBytes > 0 ? { hbmBytes } : {}); } catch (e) { p.push(`--device: ${(e as Error).message}`); }
-  return { flags: { pp, vpp, schedule, recompute, recomputeNumLayers, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null }, problems: p };
+  return { flags: { pp, vpp, schedule, recompute, recomputeNumLayers, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null, inner, overlap, dispatcher: dispatcher ?? 'alltoall', sequenceParallel }, problems: p };
 }

@@ -4,6 +4,8 @@
 // on a fresh simulated cluster (pipeline rank r = device r of one node of the --device spec), so the
 // accounting is per step; the trainer then clips, steps AdamW and updates the expert biases exactly as
 // on one device. The model is the ordinary MoEGPT: checkpoints, evaluation and sampling are unchanged.
+// With tp/dp/ep inside the stages (flags.inner) the step goes through train/pp-parallel.ts instead
+// (src/parallel/pp: each stage a lockstep group of devices, --overlap on|off); same contract.
 import { Cluster } from '../device/cluster.ts';
 import { resolveSpec } from '../device/spec-file.ts';
 import type { DeviceSpec } from '../device/specs.ts';
@@ -16,6 +18,7 @@ import { runTrainStep, type TrainStepResult } from '../parallel/exec/train-step.
 import { paramOwners } from '../parallel/exec/pipeline-executor.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 import type { ReportTable } from './report.ts';
+import { PPParallelRunner } from './pp-parallel.ts';
 
 export interface PipelineStepResult {
   loss: number; lmLoss: number; auxLoss: number; zLoss: number;
@@ -51,6 +54,27 @@ export interface PipelineRunSummary {
   planner: { fits: boolean; predictedPeakBytes: number; baselinePeakBytes: number; predictedAddedFraction: number; classes: { module: string; decision: string; layers: Record<string, number[]>; why: string }[] }[];
   gantt: string | null;
   trace: string | null;
+  /** pp × tp/dp/ep runs (src/parallel/pp); null for one device per stage */
+  stages: null | PPStagesSummary;
+}
+
+/** What a pp × tp/dp/ep run adds (train/pp-parallel.ts). */
+export interface PPStagesSummary {
+  /** 'pp=4,tp=1,cp=1,dp=2,ep=2' */
+  layout: string;
+  world: number;
+  /** devices of each pipeline stage */
+  stageDevices: number[][];
+  overlap: boolean;
+  /** mean over steps of the fraction of EP all-to-all time hidden behind compute (executed timeline, whole step) */
+  epCommHiddenFraction: number;
+  /** mean over steps: Σ EP a2a seconds over devices, and the part hidden */
+  epCommSeconds: number;
+  epCommHiddenSeconds: number;
+  /** F/B pairs issued together per step (overlap on) */
+  pairsPerStep: number;
+  /** the first step's batch run again with the other overlap mode (same weights), for comparison */
+  otherMode: { overlap: boolean; stepSeconds: number; bubbleFraction: number; epCommHiddenFraction: number } | null;
 }
 
 export class PipelineEngine {
@@ -66,6 +90,10 @@ export class PipelineEngine {
   first: { plan: TrainStepResult['plan']; planner: TrainStepResult['planner']; predicted: number; stageLayers: number[][][] } | null = null;
   lastTimeline: PipelineRunSummary['timeline'] = [];
 
+  /** pp × tp/dp/ep runs (flags.inner) */
+  runner: PPParallelRunner | null = null;
+  private pp = { hidden: 0, comm: 0, hiddenSecs: 0, pairs: 0, other: null as PPStagesSummary['otherMode'] };
+
   constructor(readonly flags: PipelineFlags) {
     this.spec = resolveSpec(flags.device, flags.hbmBytes ? { hbmBytes: flags.hbmBytes } : {});
   }
@@ -73,6 +101,7 @@ export class PipelineEngine {
   /** One global batch through the executor: returns the losses (means over micro-batches) and gradients (caller disposes). */
   async step(model: MoEGPT, microBatches: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): Promise<PipelineStepResult> {
     const f = this.flags;
+    if (f.inner) return this.stepStages(model, microBatches);
     const cluster = new Cluster({ spec: this.spec, nodes: 1, devicesPerNode: f.pp });
     const part = this.partitionOf(model, microBatches[0].batch, microBatches[0].seqLen);
     this.chargeOptimizer(model, cluster, part);
@@ -104,6 +133,41 @@ export class PipelineEngine {
     };
   }
 
+  /** A pp × tp/dp/ep step (train/pp-parallel.ts); the first step is also run once in the other overlap mode for the summary. */
+  private stepStages(model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PipelineStepResult {
+    const M = mbs.length;
+    this.runner ??= new PPParallelRunner(model, this.flags, this.spec, M * mbs[0].batch, mbs[0].seqLen, M, 1);
+    if (this.steps === 0) this.pp.other = this.otherMode(model, mbs);
+    const r = this.runner.step(model, mbs), rep = r.report;
+    this.steps++; this.sumBubble += rep.bubbleFraction; this.sumSeconds += rep.stepSeconds;
+    r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });
+    r.perDevicePeakByCategory.forEach((c, d) => { this.act[d] = Math.max(this.act[d] ?? 0, c.activations ?? 0); });
+    this.pp.hidden += r.epHidden.fraction; this.pp.comm += r.epHidden.comm; this.pp.hiddenSecs += r.epHidden.hidden; this.pp.pairs += rep.pairs;
+    const tl = this.runner.cluster.timeline, s = tl.commSummary();
+    this.lastTimeline = this.runner.model.devices.flat().map((d) => ({ device: d, computeBusy: s.find((x) => x.device === d)?.compute ?? 0, exposedSwap: 0 }));
+    if (!this.first) {
+      const part = this.runner.model.partition;
+      const stageLayers = part.stages.map((st) => st.chunks.map((c) => { const ch = part.chunks[c.index]; return Array.from({ length: ch.end - ch.start }, (_, i) => ch.start + i); }));
+      this.first = { plan: null, planner: [], predicted: NaN, stageLayers };
+    }
+    return {
+      loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, grads: r.grads,
+      routerStats: rep.routerStats.flat(), simSeconds: rep.stepSeconds, bubbleFraction: rep.bubbleFraction,
+    };
+  }
+
+  /** The same batch on the same weights with the other --overlap mode (numbers discarded, timeline measured). */
+  private otherMode(model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PPStagesSummary['otherMode'] {
+    const f = this.flags, inner = f.inner!;
+    if (inner.ep < 2 || f.schedule === 'gpipe') return null;
+    const other = new PPParallelRunner(model, { ...f, overlap: !f.overlap }, this.spec, mbs.length * mbs[0].batch, mbs[0].seqLen, mbs.length, 1);
+    try {
+      const r = other.step(model, mbs);
+      r.grads.dispose();
+      return { overlap: !f.overlap, stepSeconds: r.report.stepSeconds, bubbleFraction: r.report.bubbleFraction, epCommHiddenFraction: r.epHidden.fraction };
+    } finally { other.dispose(); }
+  }
+
   /** The executor's partition (same inputs as runTrainStep: execLayout FLOPs per layer, partitionLayers). */
   private partitionOf(model: MoEGPT, batch: number, seqLen: number): Partition {
     if (!this.part) {
@@ -123,6 +187,10 @@ export class PipelineEngine {
 
   /** The Gantt SVG of the last step (rendered on demand: vega is slow-ish). */
   async ganttSvg(): Promise<string> {
+    if (this.runner) {
+      const { ganttSvg } = await import('../parallel/exec/report.ts');
+      return ganttSvg(this.runner.cluster, this.runner.model.devices.flat(), 'pp × ep step (executed timeline, last step)');
+    }
     if (!this.last) return '';
     const { ganttSvg } = await import('../parallel/exec/report.ts');
     return ganttSvg(this.last.cluster, Array.from({ length: this.flags.pp }, (_, i) => i));
@@ -149,8 +217,23 @@ export class PipelineEngine {
         classes: p.explanation.map((c) => ({ module: c.module, decision: c.decision, layers: c.layers, why: c.why })),
       })),
       gantt: files.gantt, trace: files.trace,
+      stages: this.runner ? this.stagesSummary() : null,
     };
   }
+
+  private stagesSummary(): PPStagesSummary {
+    const m = this.runner!.model, n = Math.max(1, this.steps), L = m.layout;
+    return {
+      layout: `pp=${L.pp},tp=${L.tp},cp=${L.cp},dp=${L.dp},ep=${L.ep}`, world: L.world, stageDevices: m.devices, overlap: this.flags.overlap,
+      epCommHiddenFraction: this.pp.hidden / n, epCommSeconds: this.pp.comm / n, epCommHiddenSeconds: this.pp.hiddenSecs / n, pairsPerStep: this.pp.pairs / n,
+      otherMode: this.pp.other,
+    };
+  }
+
+  /** The Perfetto trace of the last step of a pp × tp/dp/ep run (null otherwise). */
+  stagesTrace(): object | null { return this.runner ? this.runner.cluster.trace() : null; }
+
+  dispose(): void { this.runner?.dispose(); this.runner = null; }
 }
 
 const MiB = (b: number) => Number((b / 2 ** 20).toFixed(3));

@@ -74,7 +74,7 @@ export function validateRun(o: RunOptions): string[] {
   if (pipe) { p.push(...pipe.problems); return p; }
   const par = parseParallelFlags(o.parallel ?? {}, typeof cfg === 'string' ? null : cfg, t.batch, t.seqLen, t.microBatches);
   p.push(...par.problems);
-  if (o.pipeline?.overlap === 'on') p.push('--overlap on is not executed by ultramoe train (EP×PP overlap is src/parallel/overlap); use --overlap off');
+  if (o.pipeline?.overlap === 'on') p.push('--overlap on needs --parallel pp>1 with ep>1 (it overlaps the pipelined EP all-to-all, src/parallel/pp); use --overlap off');
   else if (o.pipeline?.overlap !== undefined && o.pipeline.overlap !== 'off') p.push(`--overlap must be on or off (got '${o.pipeline.overlap}')`);
   if (o.resume && par.flags?.distributedOptimizer) p.push('--resume with --distributed-optimizer: the sharded optimizer state cannot be restored (resume without it)');
   return p;
@@ -209,7 +209,8 @@ export async function runTraining(o: RunOptions, log: (s: string) => void = cons
     const ganttPath = join(outDir, 'pipeline-gantt.svg');
     gantt = await pipeline.ganttSvg();
     writeFileSync(ganttPath, gantt);
-    if (pipeline.flags.trace && pipeline.last) { mkdirSync(dirname(resolve(pipeline.flags.trace)), { recursive: true }); writeFileSync(pipeline.flags.trace, JSON.stringify(pipeline.last.trace)); }
+    const trace = pipeline.last?.trace ?? pipeline.stagesTrace();
+    if (pipeline.flags.trace && trace) { mkdirSync(dirname(resolve(pipeline.flags.trace)), { recursive: true }); writeFileSync(pipeline.flags.trace, JSON.stringify(trace)); }
     pls = pipeline.summary({ gantt: ganttPath, trace: pipeline.flags.trace ? resolve(pipeline.flags.trace) : null });
   }
   if (o.traceLoads && trainer.loadTrace) {

@@ -18,12 +18,12 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--dispatcher alltoall|hierarchical|allgather] [--distributed-optimizer] [--sequence-parallel] [--trace FILE.json]
     [--placement static|dynamic] [--placement-solver greedy|eplb|ours] [--placement-period N]
     [--placement-threshold X] [--redundant-slots R]
-  pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec):
-    [--parallel pp=4] [--vpp 2] [--schedule 1f1b|interleaved|gpipe] [--recompute none|full|CLASSES]
-    [--recompute-num-layers N] [--swap none|CLASSES] [--min-offload-size BYTES] [--offload-fraction F] [--memory-budget BYTES]
-    [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json] [--overlap off]
-    (--recompute/--swap/--memory-budget without --parallel run pp=1 through the same executor;
-     pp cannot be combined with tp/cp/dp/ep, and --overlap on is not executed)`;
+  pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec, src/parallel/pp):
+    [--parallel pp=4[,ep=2,tp=2,dp=2]] [--vpp 2] [--schedule 1f1b|interleaved|gpipe] [--overlap on|off]
+    [--recompute none|full|CLASSES] [--recompute-num-layers N] [--swap none|CLASSES] [--min-offload-size BYTES]
+    [--offload-fraction F] [--memory-budget BYTES] [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json]
+    (--recompute/--swap/--memory-budget run with pp alone or without --parallel (pp=1); pp with tp/dp/ep inside
+     the stages runs --vpp/--schedule/--overlap/--dispatcher/--sequence-parallel; --overlap on needs ep > 1)`;
 
 const options = {
   preset: { type: 'string', default: 'tiny' },
@@ -137,9 +137,12 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (s.pipeline) {
     const p = s.pipeline, MiB = (b: number) => (b / 2 ** 20).toFixed(1);
-    lines.push(`simulated pp=${p.pp} vpp=${p.vpp} ${p.schedule} on ${p.device} (recompute ${p.recompute}, swap ${p.swap}): ${(1e3 * p.simulatedStepSeconds).toPrecision(3)} ms/step ` +
-      `(predicted ${(1e3 * p.predictedStepSeconds).toPrecision(3)}), bubble ${(100 * p.bubbleFraction).toFixed(1)}%`);
-    p.perDevicePeakByCategory.forEach((c, r) => lines.push(`  device ${r} [layers ${p.stageLayers[r]?.map((x) => x.join(',')).join(' | ')}]: peak ${MiB(c.total ?? 0)} MiB = ` +
+    const st = p.stages;
+    lines.push(`simulated ${st ? st.layout : `pp=${p.pp}`} vpp=${p.vpp} ${p.schedule} on ${p.device} (${st ? `overlap ${st.overlap ? 'on' : 'off'}` : `recompute ${p.recompute}, swap ${p.swap}`}): ${(1e3 * p.simulatedStepSeconds).toPrecision(3)} ms/step ` +
+      (Number.isFinite(p.predictedStepSeconds) ? `(predicted ${(1e3 * p.predictedStepSeconds).toPrecision(3)}), ` : '') + `bubble ${(100 * p.bubbleFraction).toFixed(1)}%` +
+      (st ? `, EP a2a hidden ${(100 * st.epCommHiddenFraction).toFixed(1)}% (${st.pairsPerStep.toFixed(0)} F/B pairs/step)` : ''));
+    if (st?.otherMode) lines.push(`  same first batch with overlap ${st.otherMode.overlap ? 'on' : 'off'}: ${(1e3 * st.otherMode.stepSeconds).toPrecision(3)} ms/step, bubble ${(100 * st.otherMode.bubbleFraction).toFixed(1)}%, EP a2a hidden ${(100 * st.otherMode.epCommHiddenFraction).toFixed(1)}%`);
+    p.perDevicePeakByCategory.forEach((c, r) => lines.push(`  device ${r} [layers ${p.stageLayers[st ? st.stageDevices.findIndex((d) => d.includes(r)) : r]?.map((x) => x.join(',')).join(' | ')}]: peak ${MiB(c.total ?? 0)} MiB = ` +
       Object.entries(c).filter(([k]) => k !== 'total').map(([k, b]) => `${k} ${MiB(b)}`).join(', ') + `; saved activations ${MiB(p.peakActivationBytes[r] ?? 0)} MiB`));
     if (p.hostSwappedPeakBytes.some((b) => b > 0)) lines.push(`  host swapped peak ${p.hostSwappedPeakBytes.map(MiB).join(', ')} MiB`);
     if (p.plan) lines.push(`  plan: ${p.plan.keep} kept, ${p.plan.recompute} recomputed (${MiB(p.plan.recomputedBytes)} MiB), ${p.plan.swap} swapped (${MiB(p.plan.swappedBytes)} MiB), full layers [${p.plan.fullLayers.join(',')}]`);

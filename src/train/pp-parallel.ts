@@ -1,0 +1,123 @@
+// PP combined with TP/CP/DP/EP in the trainer (`ultramoe train --parallel pp=4,ep=2 --vpp 2
+// --micro-batches 8 --schedule interleaved --overlap on`): one PipelineParallelModel (src/parallel/pp)
+// on a simulated cluster of pp·tp·cp·dp devices, built once. Each optimizer step:
+//   1. the host model's weights (and expert biases) are loaded into the stage that owns them (its
+//      devices' shards: experts by EP rank, TP slices), so the executed step starts from the trainer's
+//      state;
+//   2. the cluster's timeline and peaks are reset and the pipelined step runs (forward, backward,
+//      grad sync inside the stages);
+//   3. the synchronised gradients are gathered into one full GradStore (experts from the EP group in
+//      order, TP shards by index) and the expert biases the stages updated go back to the host.
+// The trainer then clips and steps AdamW on the host model exactly as on one device (AdamW is
+// element-wise, so this equals per-shard AdamW; its fp32 m and v are charged as 'optimizer' memory to
+// the devices that own each shard).
+import { tf } from '../backend/tf.ts';
+import { Cluster } from '../device/cluster.ts';
+import type { DeviceSpec } from '../device/specs.ts';
+import type { MoEGPT } from '../model/gpt.ts';
+import { GradStore } from '../model/module.ts';
+import { MoELayer } from '../model/moe/moe-layer.ts';
+import type { ParallelModel } from '../parallel/parallel-model.ts';
+import { PipelineParallelModel, type PipelineStepReport } from '../parallel/pp/pp-model.ts';
+import { epCommHidden, type EPHidden } from '../parallel/pp/ep-hidden.ts';
+import { localShard } from '../parallel/reference.ts';
+import { peakByCategory } from '../parallel/exec/report.ts';
+import type { PipelineFlags } from './pipeline-flags.ts';
+
+export interface PPParallelStep {
+  loss: number; lmLoss: number; auxLoss: number; zLoss: number;
+  grads: GradStore;
+  report: PipelineStepReport;
+  perDevicePeakByCategory: Record<string, number>[];
+  epHidden: EPHidden;
+}
+
+const moeLayersOf = (m: MoEGPT): Map<number, MoELayer> => new Map(m.blocks.flatMap((b, l) => (b.moe instanceof MoELayer ? [[l, b.moe] as [number, MoELayer]] : [])));
+
+export class PPParallelRunner {
+  readonly cluster: Cluster;
+  readonly model: PipelineParallelModel;
+  private readonly indexCache = new Map<string, Int32Array[]>();
+
+  constructor(host: MoEGPT, readonly flags: PipelineFlags, spec: DeviceSpec, globalBatch: number, seqLen: number, microBatches: number, seed: number) {
+    const f = flags, inner = f.inner!;
+    const world = f.pp * inner.tp * inner.cp * inner.dp;
+    this.cluster = new Cluster({ spec, nodes: Math.ceil(world / spec.devicesPerNode), devicesPerNode: Math.min(world, spec.devicesPerNode) });
+    this.model = new PipelineParallelModel(host.cfg, this.cluster, {
+      layout: { pp: f.pp, tp: inner.tp, cp: inner.cp, dp: inner.dp, ep: inner.ep, etp: 1 }, vpp: f.vpp, schedule: f.schedule, seed,
+      dispatcher: f.dispatcher, sequenceParallel: f.sequenceParallel, globalBatch, seqLen, microBatches, overlap: f.overlap,
+    });
+    // fp32 AdamW moments of each device's owned shards (held for the whole run)
+    this.model.stages.forEach((pm) => pm.params.forEach((ps, i) => {
+      for (const [name, v] of ps.vars) if (pm.owns(name)) pm.cluster.device(i).hbm.alloc('optimizer', `adam ${name}`, 2 * v.size * 4);
+    }));
+  }
+
+  /** One global batch (M micro-batches of the trainer, concatenated batch-major) through the pipeline. */
+  step(host: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PPParallelStep {
+    const pp = this.model, M = mbs.length, S = mbs[0].seqLen, B = M * mbs[0].batch;
+    const cat = (k: 'tokens' | 'targets') => { const o = new Int32Array(B * S); let off = 0; for (const b of mbs) { o.set(b[k], off); off += b[k].length; } return o; };
+    this.scatter(host);
+    this.cluster.reset();
+    pp.clocks.forEach((c) => c.reset());
+    const report = pp.forwardBackward(cat('tokens'), cat('targets'), B, S, { microBatches: M });
+    const grads = this.gatherGrads(host);
+    this.gatherBiases(host);
+    const devices = pp.devices.flat();
+    const out: PPParallelStep = {
+      loss: report.loss, lmLoss: report.lmLoss, auxLoss: report.auxLoss, zLoss: report.zLoss, grads, report,
+      perDevicePeakByCategory: peakByCategory(this.cluster, devices), epHidden: epCommHidden(this.cluster.timeline, devices),
+    };
+    pp.zeroGrad();
+    return out;
+  }
+
+  /** Host weights → the owning stages' shards; host expert biases → the owning stages' replicas. */
+  private scatter(host: MoEGPT): void {
+    const hostMoe = moeLayersOf(host);
+    for (const pm of this.model.stages) {
+      pm.params.forEach((ps, i) => {
+        for (const [name, v] of ps.vars) if (pm.owns(name)) tf.tidy(() => { v.assign(tf.tensor(localShard(pm, name, i, host.params.get(name)), v.shape)); });
+      });
+      for (const rep of pm.replicas) for (const [l, layer] of moeLayersOf(rep)) if (pm.owns(`layers.${l}.`)) layer.expertBias = Float32Array.from(hostMoe.get(l)!.expertBias);
+    }
+  }
+
+  /** The full gradient of every host parameter from its (first) owner stage. */
+  private gatherGrads(host: MoEGPT): GradStore {
+    const out = new GradStore();
+    for (const [name, v] of host.params.vars) {
+      const pm = this.model.stageOf(name), get = (r: number) => pm.grads[r].get(name);
+      if (!get(0)) continue;
+      out.grads.set(name, this.gather(pm, name, v.shape, (r) => get(r)!));
+    }
+    return out;
+  }
+
+  private gatherBiases(host: MoEGPT): void {
+    const hostMoe = moeLayersOf(host);
+    for (const [l, layer] of hostMoe) {
+      const pm = this.model.stageOf(`layers.${l}.`);
+      layer.expertBias = Float32Array.from(moeLayersOf(pm.replicas[0]).get(l)!.expertBias);
+    }
+  }
+
+  /** Full tensor of `name` from the per-rank tensors of stage `pm` (experts: EP group 0 in order; TP shards by index). */
+  private gather(pm: ParallelModel, name: string, shape: number[], get: (rank: number) => tf.Tensor): tf.Tensor {
+    if (pm.expertParams.has(name)) return tf.concat(pm.groups.ep[0].ranks.map(get), 0);
+    if (!pm.tpShardedParams.has(name)) return tf.clone(get(0));
+    let idx = this.indexCache.get(name);
+    if (!idx) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      const range = tf.tidy(() => tf.reshape(tf.range(0, size, 1, 'float32'), shape));
+      idx = pm.groups.tp[0].ranks.map((r) => Int32Array.from(localShard(pm, name, r, range)));
+      range.dispose();
+      this.indexCache.set(name, idx);
+    }
+    const flat = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    pm.groups.tp[0].ranks.forEach((r, i) => { const d = get(r).dataSync(); for (let j = 0; j < idx![i].length; j++) flat[idx![i][j]] = d[j]; });
+    return tf.tensor(flat, shape);
+  }
+
+  dispose(): void { this.model.dispose(); }
+}
