@@ -151,7 +151,7 @@ export async function trainOurs(dir: string, opts: {
     impl: backendLabel(), description: backendDescription(), rows, losses: rows.map((r) => r.loss), evalLmLoss,
     medianStepMs: med, tokensPerSec: tps, gflops: (run.flopsPerToken * tps) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, profile,
-    ...(blasThreadTuner && backendLabel() === 'wasm+openblas' ? { blasThreads: blasThreadTuner.summary() } : {}),
+    ...(blasThreadTuner && backendLabel() === 'wasm+openblas' ? { blasThreadChoices: blasThreadTuner.summary() } : {}),
   };
   trainer.dispose();
   model.dispose();
