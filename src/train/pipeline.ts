@@ -241,15 +241,23 @@ const MiB = (b: number) => Number((b / 2 ** 20).toFixed(3));
 /** report.html tables of a pipeline/recompute/swap run. */
 export function pipelineTables(p: PipelineRunSummary): ReportTable[] {
   const cats = [...new Set(p.perDevicePeakByCategory.flatMap((c) => Object.keys(c)))].filter((c) => c !== 'total').sort();
+  const st = p.stages, layersOf = (d: number) => p.stageLayers[st ? st.stageDevices.findIndex((x) => x.includes(d)) : d];
   const tables: ReportTable[] = [
-    { title: `Peak memory per simulated device (MiB), pp=${p.pp} vpp=${p.vpp} ${p.schedule} on ${p.device}`,
+    { title: `Peak memory per simulated device (MiB), ${st ? st.layout : `pp=${p.pp}`} vpp=${p.vpp} ${p.schedule} on ${p.device}`,
       note: `Max over steps; per-category peaks need not coincide in time; optimizer = fp32 AdamW m and v of the rank's parameters. recompute ${p.recompute}, swap ${p.swap}${p.memoryBudget !== null ? `, budget ${MiB(p.memoryBudget)} MiB` : ''}.`,
       columns: ['rank', 'layers', 'peak', ...cats, 'saved activations', 'host swapped (node)'],
-      rows: p.perDevicePeakMemoryBytes.map((b, r) => [r, p.stageLayers[r]?.map((c) => c.join(',')).join(' | ') ?? '', MiB(b), ...cats.map((c) => MiB(p.perDevicePeakByCategory[r][c] ?? 0)), MiB(p.peakActivationBytes[r] ?? 0), r === 0 ? MiB(p.hostSwappedPeakBytes[0] ?? 0) : '']) },
+      rows: p.perDevicePeakMemoryBytes.map((b, r) => [r, layersOf(r)?.map((c) => c.join(',')).join(' | ') ?? '', MiB(b), ...cats.map((c) => MiB(p.perDevicePeakByCategory[r][c] ?? 0)), MiB(p.peakActivationBytes[r] ?? 0), r === 0 ? MiB(p.hostSwappedPeakBytes[0] ?? 0) : '']) },
     { title: 'Simulated timeline per device (last step, seconds)',
-      note: `Mean step ${p.simulatedStepSeconds.toPrecision(4)} s (predicted ${p.predictedStepSeconds.toPrecision(4)} s), bubble ${(100 * p.bubbleFraction).toFixed(1)}%.`,
+      note: `Mean step ${p.simulatedStepSeconds.toPrecision(4)} s${Number.isFinite(p.predictedStepSeconds) ? ` (predicted ${p.predictedStepSeconds.toPrecision(4)} s)` : ''}, bubble ${(100 * p.bubbleFraction).toFixed(1)}%.`,
       columns: ['device', 'compute busy', 'exposed swap'], rows: p.timeline.map((t) => [t.device, t.computeBusy, t.exposedSwap]) },
   ];
+  if (st) tables.push({
+    title: `EP all-to-all overlap (${st.layout}, executed timeline)`,
+    note: 'Fraction of EP all-to-all seconds covered by compute on the same device, whole step; the first batch was also run in the other --overlap mode (docs/pipeline-execution.md §7).',
+    columns: ['overlap', 'step (s)', 'bubble', 'EP a2a hidden', 'F/B pairs per step'],
+    rows: [[st.overlap ? 'on' : 'off', p.simulatedStepSeconds, p.bubbleFraction, st.epCommHiddenFraction, st.pairsPerStep],
+      ...(st.otherMode ? [[`${st.otherMode.overlap ? 'on' : 'off'} (first batch)`, st.otherMode.stepSeconds, st.otherMode.bubbleFraction, st.otherMode.epCommHiddenFraction, '']] : [])],
+  });
   if (p.planner.length) tables.push({
     title: 'Memory planner (--memory-budget)', note: `Per pipeline rank: ${p.planner.map((x, r) => `rank ${r} ${x.fits ? 'fits' : 'does NOT fit'} (predicted peak ${MiB(x.predictedPeakBytes)} of ${MiB(x.baselinePeakBytes)} MiB, +${(100 * x.predictedAddedFraction).toFixed(1)}% time)`).join('; ')}.`,
     columns: ['rank', 'module', 'decision', 'why'], rows: p.planner.flatMap((x, r) => x.classes.map((c) => [r, c.module, c.decision, c.why])),
