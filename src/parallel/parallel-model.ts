@@ -38,7 +38,8 @@ import { StepClock } from './clock.ts';
 import { EPMoE, type DispatcherKind, type EPRankLayer } from './ep/ep-moe.ts';
 import { AllGatherMoE } from './ep/allgather-moe.ts';
 import { isGroupScoped, type RouteGroups } from './ep/route.ts';
-import { allReduceGrads, gradOrZeros, uniqueGroups, type GroupFor } from './dp/grad-sync.ts';
+import { allReduceGrads } from './dp/grad-sync.ts';
+import { endGlobalBatch, globalGradNorm, syncOwnedGrads } from './pm-grads.ts';
 import { TPMappings } from './tp/mappings.ts';
 import { buildReplica } from './replica.ts';
 import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
@@ -226,24 +227,10 @@ export class ParallelModel implements PhaseHost {
   }
 
   /**
-   * sqrt(Σ‖g‖²) of the full (single-device) gradient from the synchronised per-rank shards, counting
-   * each distinct shard once: experts over rank 0's EP group, TP shards over rank 0's TP group, the
-   * rest from rank 0 (for global-norm clipping; call after forwardBackward without the distributed optimizer).
+   * sqrt(Σ‖g‖²) of the full (single-device) gradient from the synchronised per-rank shards, each distinct
+   * shard once (pm-grads.ts; call after forwardBackward without the distributed optimizer).
    */
-  globalGradNorm(): number {
-    let sq = 0;
-    for (const name of this.params[0].names()) {
-      const ranks = this.expertParams.has(name) ? this.groups.ep[0].ranks : this.tpShardedParams.has(name) ? this.groups.tp[0].ranks : [0];
-      for (const r of ranks) {
-        const g = this.grads[r].get(name);
-        if (!g) continue;
-        const t = tf.tidy(() => tf.sum(tf.square(g)));
-        sq += t.dataSync()[0];
-        t.dispose();
-      }
-    }
-    return Math.sqrt(sq);
-  }
+  globalGradNorm(): number { return globalGradNorm(this); }
 
   /** Forget gradients (and their memory accounting). */
   zeroGrad(): void {
@@ -329,25 +316,8 @@ export class ParallelModel implements PhaseHost {
     }
   }
 
-  /**
-   * End of the global batch (Megatron finalize_model_grads): expert-bias counts all-reduced over
-   * TP×DP, b ← b + u·sign(mean(c) − c) on every replica, and the 'global' aux trackers reset.
-   */
-  private endGlobalBatch(): void {
-    for (const [l, list] of this.epLayers) {
-      if (!this.owns(`layers.${l}.`)) continue;   // owns() decides by the layer prefix
-      if (this.cfg.moe.expertBias) {
-        for (const g of this.groups.tpdp) {
-          const ins = g.ranks.map((r) => tf.tensor1d(Float32Array.from(list[r].layer.localTokensPerExpert)));
-          const res = this.cluster.comm.allReduce(g, ins, { label: 'dp.expertBiasCounts', after: this.clock.after(g.ranks) });
-          this.clock.comm(g.ranks, res.events);
-          g.ranks.forEach((r, i) => list[r].layer.updateExpertBias(res.outputs[i].dataSync()));
-          tf.dispose([...ins, ...res.outputs]);
-        }
-      } else for (const x of list) x.layer.updateExpertBias();
-      for (const x of list) x.layer.resetGlobalAux();
-    }
-  }
+  /** End of the global batch (Megatron finalize_model_grads): expert biases and 'global' aux trackers (pm-grads.ts). */
+  private endGlobalBatch(): void { endGlobalBatch(this, this.epLayers); }
 
   /** Memory peaks per device, the comm ledger summary and the simulated makespan (for the JSON summary). */
   summary(): ParallelSummary {
@@ -361,24 +331,5 @@ export class ParallelModel implements PhaseHost {
   dispose(): void {
     this.zeroGrad();
     for (const m of this.replicas) m.dispose();
-  }
-}
-
-/** allReduceGrads restricted to the parameters a pipeline stage runs (the others have no gradient). */
-function syncOwnedGrads(cluster: Cluster, clock: StepClock, params: ParamStore[], grads: GradStore[], groupFor: GroupFor, owns: (n: string) => boolean): void {
-  const ranks = params.map((_, r) => r);
-  for (const name of params[0].names()) {
-    if (!owns(name)) continue;
-    for (const g of uniqueGroups(ranks, name, groupFor)) {
-      if (g.ranks.length === 1) continue;
-      const ins = g.ranks.map((r) => gradOrZeros(grads[r], params[r], name));
-      const res = cluster.comm.allReduce(g, ins, { label: `dp.grads ${name}`, after: clock.after(g.ranks) });
-      clock.comm(g.ranks, res.events);
-      g.ranks.forEach((r, i) => {
-        const old = grads[r].grads.get(name);
-        grads[r].grads.set(name, res.outputs[i]);
-        if (old) old.dispose(); else ins[i].dispose();
-      });
-    }
   }
 }
