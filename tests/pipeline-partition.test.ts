@@ -78,8 +78,27 @@ test('property: DP max chunk cost equals brute force', () => {
     }), { numRuns: 150 });
 });
 
+test('fewer layers than chunks: padded to one slot per chunk, empty chunks pass through', () => {
+  const p = partitionLayers([1, 1.5, 1.5, 1.5], 4, 2);
+  assert.is(p.slotsPerChunk, 1);
+  assert.is(p.chunks.length, 8);
+  assert.is(p.chunks.filter((c) => c.end === c.start).length, 4);
+  assert.ok(p.chunks.every((c) => c.slots.length === 1 && c.end - c.start <= 1));
+  assert.is(p.maxChunkCost, 1.5);
+  assert.equal(slotTable(p).filter((x) => x !== null), [0, 1, 2, 3]);
+  // contiguous, in model order
+  let next = 0;
+  for (const c of p.chunks) { assert.is(c.start, next); next = c.end; }
+  assert.is(next, 4);
+  // one layer, pp=2: the layer on one chunk, the other chunk a no-op
+  const q = partitionLayers([2], 2);
+  assert.equal(q.chunks.map((c) => c.end - c.start).sort(), [0, 1]);
+  // as many layers as chunks or more: unchanged (no padding, >= 1 layer per chunk)
+  assert.is(partitionLayers([1, 1, 1, 1], 4).slotsPerChunk, null);
+});
+
 test('rejects impossible requests', () => {
-  assert.throws(() => partitionLayers([1, 1, 1], 4));
+  assert.throws(() => partitionLayers([1, 1, 1], 4, 1, { minLayersPerChunk: 1 }), /3 layers cannot give 4 chunks/);
   assert.throws(() => partitionLayers([1, 1, 1], 2, 1, { padTo: 5 }));
   assert.throws(() => partitionLayers(new Array(10).fill(1), 2, 1, { padTo: 8 }));
 });

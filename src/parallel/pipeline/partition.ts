@@ -7,7 +7,10 @@
 // Padding (`padTo`): the paper pads 61 layers to 64 slots (DeepSeek-V3 in MindSpeed-LLM:
 // `--noop-layers 61,62,63`) so that every chunk has the same number of layer *slots*; a chunk
 // with fewer real layers fills the rest with no-op layers (cost `padCost`, default 0). This keeps
-// the per-chunk program identical, which interleaved pipelining wants.
+// the per-chunk program identical, which interleaved pipelining wants. With fewer layers than chunks
+// (and no `padTo` / `minLayersPerChunk` given) the model is padded to one slot per chunk: e.g. 4
+// layers on pp=4 × vpp=2 gives 4 chunks of one layer and 4 of one no-op slot. With at least as many
+// layers as chunks the default is unchanged (no padding, ≥ 1 layer per chunk).
 //
 // Balancing is optimal: a DP over (chunk, prefix) minimises the maximum chunk cost; among
 // optimal answers it prefers the one with the smallest sum of squared chunk costs (flatter).
@@ -20,7 +23,7 @@ export interface PartitionOptions {
   /** Cost added to the first chunk (embedding lookup) and to the last (head + loss). */
   embeddingCost?: number;
   headCost?: number;
-  /** Minimum real layers per chunk (default 1 without padding, 0 with padding). */
+  /** Minimum real layers per chunk (default 1 without padding, 0 with padding; giving it disables the automatic padding of fewer layers than chunks). */
   minLayersPerChunk?: number;
 }
 
@@ -67,11 +70,14 @@ export function partitionLayers(layerCosts: number[], pp: number, vpp = 1, opts:
   if (layerCosts.some((c) => !(c >= 0))) throw new Error('layer costs must be >= 0');
   let cap = Infinity;
   const padCost = opts.padCost ?? 0;
-  if (opts.padTo !== undefined) {
-    if (opts.padTo < L || opts.padTo % C !== 0) throw new Error(`padTo=${opts.padTo} must be >= layers (${L}) and divisible by pp·vpp=${C}`);
-    cap = opts.padTo / C;
+  // Fewer layers than chunks and no explicit padding or minimum: pad to one slot per chunk, so some
+  // chunks hold only a no-op slot (they pass their activation through; sends/recvs still happen).
+  const padTo = opts.padTo ?? (L < C && opts.minLayersPerChunk === undefined ? C : undefined);
+  if (padTo !== undefined) {
+    if (padTo < L || padTo % C !== 0) throw new Error(`padTo=${padTo} must be >= layers (${L}) and divisible by pp·vpp=${C}`);
+    cap = padTo / C;
   }
-  const minLayers = opts.minLayersPerChunk ?? (opts.padTo !== undefined ? 0 : 1);
+  const minLayers = opts.minLayersPerChunk ?? (padTo !== undefined ? 0 : 1);
   if (minLayers * C > L) throw new Error(`${L} layers cannot give ${C} chunks at least ${minLayers} layer(s) each`);
   const prefix = [0];
   for (const c of layerCosts) prefix.push(prefix[prefix.length - 1] + c);
