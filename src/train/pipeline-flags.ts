@@ -39,13 +39,15 @@ export interface PipelineFlags {
   inner: { tp: number; cp: number; dp: number; ep: number } | null;
   /** adaptive pipe overlap (--overlap on; needs inner ep > 1) */
   overlap: boolean;
+  /** run the first batch once more with the other --overlap mode for the summary (--overlap-compare on|off, default on; pp × ep only) */
+  compareOverlap: boolean;
   dispatcher: DispatcherKind;
   sequenceParallel: boolean;
 }
 
 export interface RawPipelineFlags {
   vpp?: string; schedule?: string; recompute?: string; recomputeNumLayers?: string; swap?: string; minOffloadSize?: string; offloadFraction?: string;
-  memoryBudget?: string; overlap?: string;
+  memoryBudget?: string; overlap?: string; overlapCompare?: string;
 }
 
 /** What the pipeline executors run, for the problem lines. */
@@ -98,6 +100,8 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   const sequenceParallel = !!parallelOnly.sequenceParallel;
   if (inner && sequenceParallel && inner.tp < 2) p.push(`--sequence-parallel needs tp > 1 (got tp=${inner.tp})`);
   let overlap = false;
+  const compareOverlap = raw.overlapCompare === undefined || raw.overlapCompare === 'on';
+  if (raw.overlapCompare !== undefined && !['on', 'off'].includes(raw.overlapCompare)) p.push(`--overlap-compare must be on or off (got '${raw.overlapCompare}')`);
   if (raw.overlap !== undefined && raw.overlap !== 'off') {
     if (raw.overlap !== 'on') p.push(`--overlap must be on or off (got '${raw.overlap}')`);
     else if (!inner || inner.ep < 2) p.push(`--overlap on needs --parallel pp>1 with ep>1 (it overlaps the EP all-to-all of one micro-batch with compute of another; got --parallel ${parallel ?? '(none)'})`);
@@ -161,5 +165,5 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   }
   const device = common.device ?? 'ascend-910b';
   try { resolveSpec(device, hbmBytes && hbmBytes > 0 ? { hbmBytes } : {}); } catch (e) { p.push(`--device: ${(e as Error).message}`); }
-  return { flags: { pp, vpp, schedule, recompute, recomputeNumLayers, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null, inner, overlap, dispatcher: dispatcher ?? 'alltoall', sequenceParallel }, problems: p };
+  return { flags: { pp, vpp, schedule, recompute, recomputeNumLayers, swap, minOffloadSize, offloadFraction, memoryBudget, device, hbmBytes, trace: common.trace ?? null, inner, overlap, compareOverlap, dispatcher: dispatcher ?? 'alltoall', sequenceParallel }, problems: p };
 }

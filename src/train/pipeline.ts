@@ -133,11 +133,11 @@ export class PipelineEngine {
     };
   }
 
-  /** A pp × tp/dp/ep step (train/pp-parallel.ts); the first step is also run once in the other overlap mode for the summary. */
+  /** A pp × tp/dp/ep step (train/pp-parallel.ts); the first step is also run once in the other overlap mode for the summary (unless --overlap-compare off). */
   private stepStages(model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PipelineStepResult {
     const M = mbs.length;
     this.runner ??= new PPParallelRunner(model, this.flags, this.spec, M * mbs[0].batch, mbs[0].seqLen, M, 1);
-    if (this.steps === 0) this.pp.other = this.otherMode(model, mbs);
+    if (this.steps === 0 && this.flags.compareOverlap !== false) this.pp.other = this.otherMode(model, mbs);
     const r = this.runner.step(model, mbs), rep = r.report;
     this.steps++; this.sumBubble += rep.bubbleFraction; this.sumSeconds += rep.stepSeconds;
     r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });

@@ -20,6 +20,7 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--placement-threshold X] [--redundant-slots R]
   pipeline parallelism, recomputation and swapping through the executors (src/parallel/exec, src/parallel/pp):
     [--parallel pp=4[,ep=2,tp=2,dp=2]] [--vpp 2] [--schedule 1f1b|interleaved|gpipe] [--overlap on|off]
+    [--overlap-compare on|off (pp × ep: also run the first batch with the other --overlap mode; default on)]
     [--recompute none|full|CLASSES] [--recompute-num-layers N] [--swap none|CLASSES] [--min-offload-size BYTES]
     [--offload-fraction F] [--memory-budget BYTES] [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json]
     (--recompute/--swap/--memory-budget run with pp alone or without --parallel (pp=1); pp with tp/dp/ep inside
@@ -69,6 +70,7 @@ const options = {
   'offload-fraction': { type: 'string' },
   'memory-budget': { type: 'string' },
   overlap: { type: 'string' },
+  'overlap-compare': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -100,7 +102,7 @@ export function parseTrainArgs(argv: string[], isTty: boolean): { opts: RunOptio
     },
     pipeline: {
       vpp: v.vpp, schedule: v.schedule, recompute: v.recompute, recomputeNumLayers: v['recompute-num-layers'], swap: v.swap, minOffloadSize: v['min-offload-size'],
-      offloadFraction: v['offload-fraction'], memoryBudget: v['memory-budget'], overlap: v.overlap,
+      offloadFraction: v['offload-fraction'], memoryBudget: v['memory-budget'], overlap: v.overlap, overlapCompare: v['overlap-compare'],
     },
   };
   problems.push(...validateRun(opts));
