@@ -178,7 +178,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
     const dmF = sp ? tp.reduceScatterToSPBackward(dm, `L${l}.mlp`) : null;
     const part = tidyAll(pm, (r) => mlp[r][l]!.backward(tf.reshape(dmF ? dmF[r] : dm[r], [T, H]), recs[r], g[r], ctxs[r]));
     if (dmF) tf.dispose(dmF);
-    ranks.forEach((r) => pm.clock.compute(r, `L${l} mlp bwd`, { flops: 4 * T * mlpParams(pm.params[r], l) }));
+    ranks.forEach((r) => pm.clock.backward(r, `L${l} mlp bwd`, { flops: 4 * T * mlpParams(pm.params[r], l) }));
     dn = sp ? tp.gatherToTPBackward(part, `L${l}.mlp`) : tp.copyToTPBackward(part, `L${l}.mlp`);
     tf.dispose(part);
   }
@@ -197,7 +197,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
     const da = blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], g[r], ctxs[r]) : dh1[r];
     return attn[r][l].backward(da, recs[r], g[r], ctxs[r]);
   });
-  if (!cpAttn) ranks.forEach((r) => pm.clock.compute(r, `L${l} attn bwd`, { flops: 4 * T * attnParams(pm.params[r], l) }));
+  if (!cpAttn) ranks.forEach((r) => pm.clock.backward(r, `L${l} attn bwd`, { flops: 4 * T * attnParams(pm.params[r], l) }));
   const da = sp ? tp.gatherToTPBackward(daPart, `L${l}.attn`) : tp.copyToTPBackward(daPart, `L${l}.attn`);
   const dPrev = tidyAll(pm, (r) => tf.add(dh1[r], blocks[r].attnNorm.backward(da[r], recs[r], g[r], ctxs[r])));
   ranks.forEach((r) => recs[r].dispose());

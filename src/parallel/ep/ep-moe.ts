@@ -150,7 +150,7 @@ export class EPMoE {
           if (layer.shared) dx = tf.add(dx, layer.shared.backward(dy2[r], recs[r], grads[r]));
           return tf.reshape(dx, dys[r].shape);
         });
-        this.clock.compute(r, 'router+shared bwd', { gemm: [T, 2 * h.route.plan.E + (layer.shared ? 6 * (layer.shared.w1.shape[1] as number) : 0), H] });
+        this.clock.backward(r, 'router+shared bwd', { gemm: [T, 2 * h.route.plan.E + (layer.shared ? 6 * (layer.shared.w1.shape[1] as number) : 0), H] });
       });
       tf.dispose([...dBack, ...dProbBack]);
     }
@@ -196,7 +196,9 @@ export class EPMoE {
   private chargeExperts(rank: number, d: EPDispatchPlan, H: number, F: number, pass: 'fwd' | 'bwd'): void {
     const rows = d.tokensPerLocalExpert.reduce((a, b) => a + b, 0);
     // SwiGLU: 3 GEMMs forward, 6 backward (dgrad + wgrad)
-    this.clock.compute(rank, `experts ${pass}`, { gemm: [rows, (pass === 'fwd' ? 3 : 6) * F, H] });
+    // (clock.backward: dX and dW, 3 GEMMs each, when the clock splits the backward)
+    if (pass === 'fwd') this.clock.compute(rank, 'experts fwd', { gemm: [rows, 3 * F, H] });
+    else this.clock.backward(rank, 'experts bwd', { gemm: [rows, 6 * F, H] });
   }
 }
 

@@ -13,6 +13,7 @@ import { sendRecvTime } from '../../device/cost.ts';
 import type { ScheduleRequest, SimEvent } from '../../device/timeline.ts';
 import type { Partition } from '../pipeline/partition.ts';
 import type { Action, Schedule } from '../pipeline/schedule.ts';
+import { STEP_TAIL } from './pipe-clock.ts';
 
 /** One message: tensors[i] for local rank i of the receiving stage, and the transfer events. */
 export interface StageMsg { tensors: tf.Tensor[]; events: SimEvent[] }
@@ -24,7 +25,8 @@ export type StageWork = Generator<void, tf.Tensor[] | null, void>;
 export interface StageOps {
   /** global devices of pipeline rank r (local rank i = devices[r][i]) */
   devices: number[][];
-  /** simulated time at which pipeline rank r can start its next op of micro-batch m (ignoring inputs) */
+  /** simulated time at which pipeline rank r can start its next op of micro-batch m (ignoring inputs); m = STEP_TAIL
+   *  (pipe-clock.ts): after every op of the step; the driver ends with it, leaving the stage clocks there */
   readyAt(r: number, m: number): number;
   /** per local rank, the last op event of micro-batch m on pipeline rank r (its send starts after it) */
   lastEvents(r: number, m: number): (SimEvent | null)[];
@@ -67,7 +69,8 @@ export interface DriveOptions {
 
 export function drivePipeline(cluster: Cluster, s: Schedule, part: Partition, ops: StageOps, o: DriveOptions = {}): { spans: ComputeSpan[]; pairs: number } {
   const p = s.pp, C = p * s.vpp;
-  if (s.splitBackward) throw new Error('split backward (B/W) is not executed by the PP×EP executor: use splitBackward: false');
+  // schedule-level W actions are not driven: each B is split into dX and dW ops by the stage clock (pipe-clock.ts)
+  if (s.splitBackward) throw new Error('W actions are not driven by the PP×EP executor (each B charges its dX and dW ops itself, pipe-clock.ts): use splitBackward: false');
   const stage = (r: number, chunk: number) => chunk * p + r;
   const mailbox = new Map<string, StageMsg>();              // `${dir}/${mb}/${stage}` → message for that stage
   const inputs = ops.devices.map(() => new Map<string, StageMsg>());
@@ -140,7 +143,7 @@ export function drivePipeline(cluster: Cluster, s: Schedule, part: Partition, op
       mailbox.set(`${a.dir}/${a.microBatch}/${to}`, msg);
       return;
     }
-    if (a.kind === 'W') throw new Error('W actions need split backward, which is not executed');
+    if (a.kind === 'W') throw new Error('W actions are not driven by the PP×EP executor');
     execCompute(r, a as Action & { kind: 'F' | 'B' });
   };
 
@@ -202,6 +205,8 @@ export function drivePipeline(cluster: Cluster, s: Schedule, part: Partition, op
       else exec(best, s.ranks[best][pc[best]++]);
       while (s.ranks[best][pc[best]]?.kind === 'send') exec(best, s.ranks[best][pc[best]++]);
     }
+    // leave every stage on the step's tail (pipe-clock.ts): the gradient sync that follows waits for every op, dW included
+    for (let r = 0; r < p; r++) ops.readyAt(r, STEP_TAIL);
   } finally {
     for (const mp of [mailbox, ...inputs]) for (const msg of mp.values()) tf.dispose(msg.tensors);
     for (const mp of out) for (const ts of mp.values()) tf.dispose(ts);
