@@ -9,6 +9,13 @@
 // right after the compute that produced them. A schedule that deadlocks throws. Gradients accumulate
 // over micro-batches into one GradStore per rank (ctx.lossScale = 1/M), then merge (the tied
 // embedding/head weight, if any, is summed across its two ranks with an all-reduce).
+//
+// Split backward (`schedule.splitBackward`): B computes the tensors (input and weight gradients, as
+// without the split) but charges only dX: the chunk runner's ops with half the backward factor (dX of a
+// linear layer has the forward's FLOPs). W charges dW: per layer (and head, MTP, embedding on the end
+// chunks) the rest of the unsplit backward op's time, so B + W of a chunk take exactly the unsplit B's
+// time on the device; W follows its B on the rank's compute stream and nothing waits for it. Memory is
+// not shifted: the saved tensors are freed in B (a real dW keeps X and dY until W).
 import { tf } from '../../backend/tf.ts';
 import type { Cluster } from '../../device/cluster.ts';
 import { sendRecvTime } from '../../device/cost.ts';
@@ -51,7 +58,7 @@ export interface PipelineRunResult {
   /** Per rank: most micro-batches in flight on a chunk. */
   peakInFlight: number[];
   /** Events of each rank's compute actions, for the Gantt chart: [rank][k]. */
-  computeSpans: { rank: number; kind: 'F' | 'B'; microBatch: number; chunk: number; start: number; end: number }[];
+  computeSpans: { rank: number; kind: 'F' | 'B' | 'W'; microBatch: number; chunk: number; start: number; end: number }[];
 }
 
 type Msg = { tensor: tf.Tensor; event: SimEvent | null };
@@ -61,16 +68,18 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
   const p = s.pp, v = s.vpp, M = s.numMicroBatches;
   if (part.pp !== p || part.vpp !== v) throw new Error(`partition is pp=${part.pp} vpp=${part.vpp}, schedule pp=${p} vpp=${v}`);
   if (o.microBatches.length !== M) throw new Error(`schedule has ${M} micro-batches, got ${o.microBatches.length}`);
-  if (s.splitBackward) throw new Error('split backward (B/W) is not executed yet: use splitBackward: false');
   const ranks = o.ranks ?? Array.from({ length: p }, (_, r) => r);
   const C = p * v;
   const ledgers = ranks.map((d) => new SavedLedger(cluster.device(d)));
   const mems = ranks.map((d, r) => new MemoryExecutor(o.plan ?? null, ledgers[r], cluster.device(d), { recomputeFlops: o.recomputeFlops }));
   // runners[r][chunk]
+  const bf = o.costs.backwardFactor ?? 2;
+  const runCosts: ChunkCosts = s.splitBackward ? { ...o.costs, backwardFactor: bf / 2 } : o.costs;   // B charges dX only
   const runners = ranks.map((d, r) => Array.from({ length: v }, (_, c) => {
     const ch = part.chunks[c * p + r];
-    return new ChunkRunner(model, ch.start, ch.end, ch.index === 0, ch.index === C - 1, cluster.device(d), mems[r], ledgers[r], o.costs, `rank${r}.chunk${c}`);
+    return new ChunkRunner(model, ch.start, ch.end, ch.index === 0, ch.index === C - 1, cluster.device(d), mems[r], ledgers[r], runCosts, `rank${r}.chunk${c}`);
   }));
+  const bEvents = new Map<string, SimEvent | null>();   // `${m}/${chunk}` → last event of B (W's inputs)
   const contexts: ForwardContext[] = o.microBatches.map((_, m) => ({
     training: true, lossScale: 1 / M, seed: o.seedOf ? o.seedOf(m) : 1 + m, routerStats: [], recordStats: true,
   }));
@@ -116,8 +125,8 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
       mailbox.set(`${a.dir}/${a.microBatch}/${to}`, res);
       return;
     }
-    if (a.kind === 'W') throw new Error('W actions need split backward, which is not executed');
     const runner = runners[r][a.chunk];
+    if (a.kind === 'W') { chargeW(r, a.microBatch, a.chunk); return; }
     const st = stage(r, a.chunk);
     const m = a.microBatch;
     const t0 = cluster.timeline.events.length;
@@ -141,6 +150,7 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
       msg?.tensor.dispose();
       if (res.report) reports[m] = res.report;
       if (res.event) lastCompute[r] = res.event;
+      bEvents.set(`${m}/${a.chunk}`, res.event);
       if (res.dInput) {
         if (part.chunks[st - 1].stage !== r) out[r].set(`bwd/${m}/${a.chunk}`, res.dInput);
         else inputs[part.chunks[st - 1].stage].set(`bwd/${m}/${part.chunks[st - 1].virtual}`, { tensor: res.dInput, event: res.event });
@@ -148,6 +158,26 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
     }
     const evs = cluster.timeline.events.slice(t0).filter((e) => e.stream === 'compute' && e.device === dev);
     if (evs.length) spans.push({ rank: r, kind: a.kind, microBatch: m, chunk: a.chunk, start: evs[0].start, end: evs[evs.length - 1].end });
+  };
+
+  /** W(m, chunk): the dW ops of B(m, chunk) (split backward), the rest of each unsplit backward op's time. */
+  const chargeW = (r: number, m: number, chunk: number): void => {
+    const runner = runners[r][chunk], dev = cluster.device(ranks[r]), c = o.costs, eh = c.chargeEmbeddingHead ?? true;
+    const key = `${m}/${chunk}`;
+    if (!bEvents.has(key)) throw new Error(`rank ${r}: W(mb ${m}, chunk ${chunk}) before its B`);
+    let deps: SimEvent[] = bEvents.get(key) ? [bEvents.get(key)!] : [];
+    bEvents.delete(key);
+    const t0 = cluster.timeline.events.length;
+    const w = (name: string, amount: number, bytes = false) => {
+      if (amount <= 0) return;
+      const cost = (x: number) => dev.costOf(bytes ? { bytes: x } : { flops: x });
+      deps = [dev.charge(`W mb${m} ${name}`, { seconds: cost(bf * amount) - cost((bf / 2) * amount) }, { after: deps, args: { part: 'dW' } })];
+    };
+    if (runner.isLast && eh) { for (let k = model.mtp.length - 1; k >= 0; k--) w(`mtp${k}`, c.mtpFlops); w('head', c.headFlops); }
+    for (let l = runner.end - 1; l >= runner.start; l--) w(`L${l}`, c.layerForwardFlops(l));
+    if (runner.isFirst && eh) w('embedding', c.embeddingBytes, true);
+    const evs = cluster.timeline.events.slice(t0);
+    if (evs.length) spans.push({ rank: r, kind: 'W', microBatch: m, chunk, start: evs[0].start, end: evs[evs.length - 1].end });
   };
 
   const takeInput = (r: number, dir: 'fwd' | 'bwd', m: number, chunk: number, st: number): Msg => {
