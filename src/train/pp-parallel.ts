@@ -21,6 +21,7 @@ import type { ParallelModel } from '../parallel/parallel-model.ts';
 import { PipelineParallelModel, type PipelineStepReport } from '../parallel/pp/pp-model.ts';
 import { epCommHidden, type EPHidden } from '../parallel/pp/ep-hidden.ts';
 import { localShard } from '../parallel/reference.ts';
+import { shardKind, shardOf } from '../parallel/tp/shard.ts';
 import { peakByCategory } from '../parallel/exec/report.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 
@@ -33,6 +34,22 @@ export interface PPParallelStep {
 }
 
 const moeLayersOf = (m: MoEGPT): Map<number, MoELayer> => new Map(m.blocks.flatMap((b, l) => (b.moe instanceof MoELayer ? [[l, b.moe] as [number, MoELayer]] : [])));
+
+/**
+ * localShard (parallel/reference.ts) as a tensor, without the host round trip: the shard of `full`
+ * rank `rank` of stage `pm` holds (experts: its EP rank's rows; TP: its slice; else `full` itself,
+ * whose data the stage variable then shares: tensors are immutable and the trainer assigns new ones).
+ */
+function shardTensor(pm: ParallelModel, name: string, rank: number, full: tf.Tensor): tf.Tensor {
+  const L = pm.layout;
+  if (pm.expertParams.has(name)) {
+    const epRank = pm.groups.ep.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank), count = full.shape[0] / L.ep;
+    return tf.slice(full, [epRank * count], [count]);
+  }
+  if (!pm.tpShardedParams.has(name)) return full;
+  const kind = name === 'embedding.weight' ? 'row' : name === 'lmHead.weight' ? 'column' : shardKind(name);
+  return shardOf(full, kind, L.tp, pm.tpMaps.tpRank(rank));
+}
 
 export class PPParallelRunner {
   readonly cluster: Cluster;
@@ -77,7 +94,7 @@ export class PPParallelRunner {
     const hostMoe = moeLayersOf(host);
     for (const pm of this.model.stages) {
       pm.params.forEach((ps, i) => {
-        for (const [name, v] of ps.vars) if (pm.owns(name)) tf.tidy(() => { v.assign(tf.tensor(localShard(pm, name, i, host.params.get(name)), v.shape)); });
+        for (const [name, v] of ps.vars) if (pm.owns(name)) tf.tidy(() => { v.assign(tf.reshape(shardTensor(pm, name, i, host.params.get(name)), v.shape)); });
       });
       for (const rep of pm.replicas) for (const [l, layer] of moeLayersOf(rep)) if (pm.owns(`layers.${l}.`)) layer.expertBias = Float32Array.from(hostMoe.get(l)!.expertBias);
     }
