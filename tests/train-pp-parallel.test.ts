@@ -58,6 +58,17 @@ forEachBackend('train pp × ep/dp/tp', (test) => {
     ref.done();
   });
 
+  test('pp=4,ep=2 interleaved vpp=2 on 4 layers (4 no-op chunks), overlap on, --overlap-compare off: == single device, no comparison run', async () => {
+    const ref = single(), raw: RawPipelineFlags = { vpp: '2', schedule: 'interleaved', overlap: 'on', overlapCompare: 'off' };
+    const r = await piped('pp=4,ep=2', raw);
+    assert.is(r.e.runner!.model.partition.chunks.filter((c) => c.start === c.end).length, 4);
+    assertClose(r.losses, ref.losses, 1e-5, 'pp=4,ep=2 vpp=2 losses');
+    for (const [name, v] of ref.m.params.vars) assertClose(r.m.params.get(name).dataSync(), v.dataSync(), 1e-4, `pp=4,ep=2 vpp=2 weight ${name}`);
+    assert.is(r.summary.stages!.otherMode, null);
+    assert.ok(parsePipelineFlags('pp=4,ep=2', { ...raw, overlapCompare: 'maybe' }, {}, {}, cfg, t.microBatches).problems.some((x) => x.includes('--overlap-compare must be on or off')));
+    r.done(); ref.done();
+  });
+
   test('numTensors stable across trainer steps (pp=2,ep=2 overlap on)', async () => {
     const { flags } = parsePipelineFlags('pp=2,ep=2', { overlap: 'on' }, {}, {}, cfg, t.microBatches);
     const m = createModel(cfg, t.seed) as MoEGPT, e = new PipelineEngine(flags!), tr = new Trainer(m, ds, { ...t, evalEvery: 0 }, 1, 1, cfg.moe.topk, null, false, e);
