@@ -45,7 +45,13 @@ import { buildReplica } from './replica.ts';
 import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
 import { CPAttention } from './cp/cp-attention.ts';
 import { cpShard } from './cp/chunking.ts';
-import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type PhaseHost, type Scales } from './pm-phases.ts';
+import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type PhaseHost, type PhaseMemory, type Scales } from './pm-phases.ts';
+
+/** What a stage's memory plan (pp/stage-memory.ts) adds to ParallelModel: the records' ledgers and the layer hooks. */
+export interface RecordMemory extends PhaseMemory {
+  /** Observe a new record of local rank `rank` (charges its entries to the device, SavedLedger). */
+  attach(rank: number, rec: SavedActivations): SavedActivations;
+}
 
 export interface ParallelModelOptions {
   layout: string | ParallelSpec;
@@ -114,6 +120,8 @@ export class ParallelModel implements PhaseHost {
   private gradAllocs: Array<[number, Allocation]> = [];
   /** dense-layer sequence parallelism in force (opts.sequenceParallel with tp > 1) */
   readonly sequenceParallel: boolean;
+  /** per-device recompute / swap of the layer records (setMemory; pipeline stages) */
+  memory: RecordMemory | null = null;
 
   constructor(readonly cfg: ModelConfig, readonly cluster: Cluster, readonly opts: ParallelModelOptions) {
     this.layout = resolveLayout(opts.layout, {
@@ -216,7 +224,11 @@ export class ParallelModel implements PhaseHost {
   }
   private phaseView: PhaseHost['phase'] | null = null;
 
+  /** Charge records through `mem` (its ledgers) and apply its plan around each layer; null: plain records. */
+  setMemory(mem: RecordMemory | null): void { this.memory = mem; }
+
   private newRecord(rank: number, owner: string): SavedActivations {
+    if (this.memory) return this.memory.attach(rank, new SavedActivations(owner));
     const rec = new SavedActivations(owner), dev = this.cluster.device(rank), eb = dev.elementBytes ?? 4;
     rec.onSave = (_r, info) => this.actAllocs.set(`${rank}/${owner}/${info.name}`, dev.hbm.alloc('activations', `${owner}.${info.name}`, (info.bytes / 4) * eb));
     rec.onFree = (_r, info) => {

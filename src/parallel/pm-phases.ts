@@ -30,11 +30,26 @@ export interface PhaseHost {
   readonly tpMaps: TPMappings;
   readonly moe: EPMoE | AllGatherMoE;
   readonly sequenceParallel: boolean;
+  /** per-device recompute / swap of the layer records (pipeline stages with a plan); null: none */
+  readonly memory: PhaseMemory | null;
   readonly phase: {
     attn: Module[][]; mlp: (Module | null)[][]; epLayers: Map<number, EPRankLayer[]>;
     vpEmbedding: VocabParallelEmbedding | null; vpHead: VocabParallelHead | null;
     newRecord(rank: number, owner: string): SavedActivations;
   };
+}
+
+/**
+ * Selective recompute / swap of the layer records, per device (pp/stage-memory.ts): called around each
+ * layer's forward and backward with the layer's per-rank records. Absent: records stay resident.
+ */
+export interface PhaseMemory {
+  beforeForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
+  afterForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
+  /** before the layer's backward reads its records: reloads, the recompute charge, prefetch of the next layers */
+  beforeBackward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
+  /** after the layer's records were disposed */
+  afterBackward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
 }
 
 /** One micro-batch in flight on every rank of a ParallelModel. */
@@ -81,6 +96,7 @@ export function layerForward(pm: PhaseHost, st: MicroBatchState, l: number, h: t
   const bsh = (x: tf.Tensor) => tf.reshape(x, [st.b, st.S, H]);
   const blocks = ranks.map((r) => pm.replicas[r].blocks[l]), recs = records(pm, st, `layers.${l}`);
   st.layers.set(l, recs);
+  pm.memory?.beforeForward(st, l, recs);
   // attention: norm → f → local heads → g (all-reduce of partial outputs)
   let aPart: tf.Tensor[];
   if (cpAttn) {
@@ -125,6 +141,7 @@ export function layerForward(pm: PhaseHost, st: MicroBatchState, l: number, h: t
     return tf.add(pre[r].h1, y);
   });
   tf.dispose([...pre.flatMap((p) => [p.h1, p.n]), ...m]);
+  pm.memory?.afterForward(st, l, recs);
   return out;
 }
 
@@ -164,6 +181,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
   const { attn, mlp, epLayers } = pm.phase;
   const bsh = (x: tf.Tensor) => tf.reshape(x, [st.b, st.S, H]);
   const blocks = ranks.map((r) => pm.replicas[r].blocks[l]), recs = st.layers.get(l)!;
+  pm.memory?.beforeBackward(st, l, recs);
   const dm = tidyAll(pm, (r) => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], g[r], ctxs[r]) : tf.clone(d[r])));
   let dn: tf.Tensor[];
   if (blocks[0].moe && sp) dn = pm.moe.backward(epLayers.get(l)!, dm, recs, g, st.scales);
@@ -201,6 +219,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
   const da = sp ? tp.gatherToTPBackward(daPart, `L${l}.attn`) : tp.copyToTPBackward(daPart, `L${l}.attn`);
   const dPrev = tidyAll(pm, (r) => tf.add(dh1[r], blocks[r].attnNorm.backward(da[r], recs[r], g[r], ctxs[r])));
   ranks.forEach((r) => recs[r].dispose());
+  pm.memory?.afterBackward(st, l, recs);
   st.layers.delete(l);
   tf.dispose([...d, ...dm, ...dn, ...dh1, ...daPart, ...da]);
   return dPrev;

@@ -4,7 +4,8 @@
 //   - pp alone (or only --recompute/--swap/--memory-budget, pp = 1): src/parallel/exec's runTrainStep,
 //     one simulated device per pipeline rank, with the memory plans;
 //   - pp > 1 with tp/dp/ep inside the stages: src/parallel/pp (train/pp-parallel.ts), each stage a
-//     lockstep group of tp·dp devices, with --overlap on|off (adaptive pipe overlap of the EP a2a).
+//     lockstep group of tp·dp devices, with --overlap on|off (adaptive pipe overlap of the EP a2a) and
+//     selective --recompute (local classes) / --swap per device (pp/stage-memory-rules.ts).
 // Pure (no tfjs).
 import { resolveSpec } from '../device/spec-file.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -13,6 +14,7 @@ import { LayoutError, parseLayout, resolveLayout, type ParallelSpec } from '../p
 import { partitionLayers } from '../parallel/pipeline/partition.ts';
 import { schedule1F1B, scheduleGPipe, scheduleInterleaved } from '../parallel/pipeline/schedule.ts';
 import { parseBytes } from './parallel-flags.ts';
+import { stageMemoryProblems } from '../parallel/pp/stage-memory-rules.ts';
 import type { DispatcherKind } from '../parallel/ep/ep-moe.ts';
 
 export type PipelineSchedule = 'gpipe' | '1f1b' | 'interleaved';
@@ -51,7 +53,7 @@ export interface RawPipelineFlags {
 }
 
 /** What the pipeline executors run, for the problem lines. */
-export const PIPELINE_SUPPORTED = 'pp with tp/dp/ep inside the stages runs --vpp, --schedule, --overlap, --dispatcher and --sequence-parallel; --recompute/--swap/--memory-budget run with pp alone (tp = cp = dp = ep = 1) or without --parallel';
+export const PIPELINE_SUPPORTED = 'pp with tp/dp/ep inside the stages runs --vpp, --schedule, --overlap, --dispatcher, --sequence-parallel, selective --recompute of local classes and --swap; --recompute full and --memory-budget run with pp alone (tp = cp = dp = ep = 1) or without --parallel';
 
 const PIPE_KEYS = ['vpp', 'schedule', 'recompute', 'recomputeNumLayers', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const;
 const flagName = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -84,7 +86,8 @@ export function parsePipelineFlags(parallel: string | undefined, raw: RawPipelin
   if (innerPar && spec.pp === 1) {
     for (const k of ['tp', 'cp', 'dp', 'ep'] as const) if (spec[k] > 1) p.push(`--parallel ${parallel}: ${k}=${spec[k]} without pp > 1 cannot be combined with ${memFlags.map(flagName).join(', ') || '--vpp/--schedule'} (${PIPELINE_SUPPORTED})`);
   } else if (innerPar) {
-    for (const k of memFlags) p.push(`${flagName(k)} is not executed with tp/dp/ep inside the pipeline stages (--parallel ${parallel}); ${PIPELINE_SUPPORTED}`);
+    // selective recompute of local classes and swap run per device inside the stages (parallel/pp/stage-memory.ts)
+    p.push(...stageMemoryProblems(raw.recompute ?? 'none', raw.swap ?? 'none', raw.memoryBudget === undefined ? undefined : 1, `--parallel ${parallel}`));
     if (spec.cp > 1) p.push(`--parallel ${parallel}: cp=${spec.cp} with pp > 1 is not supported (context parallelism inside pipeline stages is not tested)`);
   }
   if (spec.etp > 1) p.push(`--parallel ${parallel}: etp=${spec.etp} is not executed`);

@@ -142,13 +142,14 @@ export class PipelineEngine {
     this.steps++; this.sumBubble += rep.bubbleFraction; this.sumSeconds += rep.stepSeconds;
     r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });
     r.perDevicePeakByCategory.forEach((c, d) => { this.act[d] = Math.max(this.act[d] ?? 0, c.activations ?? 0); });
+    r.hostSwappedPeakBytes.forEach((b, d) => { this.host[d] = Math.max(this.host[d] ?? 0, b); });
     this.pp.hidden += r.epHidden.fraction; this.pp.comm += r.epHidden.comm; this.pp.hiddenSecs += r.epHidden.hidden; this.pp.pairs += rep.pairs;
     const tl = this.runner.cluster.timeline, s = tl.commSummary();
-    this.lastTimeline = this.runner.model.devices.flat().map((d) => ({ device: d, computeBusy: s.find((x) => x.device === d)?.compute ?? 0, exposedSwap: 0 }));
+    this.lastTimeline = this.runner.model.devices.flat().map((d, i) => ({ device: d, computeBusy: s.find((x) => x.device === d)?.compute ?? 0, exposedSwap: r.exposedSwapSeconds[i] ?? 0 }));
     if (!this.first) {
       const part = this.runner.model.partition;
       const stageLayers = part.stages.map((st) => st.chunks.map((c) => { const ch = part.chunks[c.index]; return Array.from({ length: ch.end - ch.start }, (_, i) => ch.start + i); }));
-      this.first = { plan: null, planner: [], predicted: NaN, stageLayers };
+      this.first = { plan: this.runner.model.memory.find((x) => x)?.plan() ?? null, planner: [], predicted: NaN, stageLayers };
     }
     return {
       loss: r.loss, lmLoss: r.lmLoss, auxLoss: r.auxLoss, zLoss: r.zLoss, grads: r.grads,

@@ -22,7 +22,7 @@ import { PipelineParallelModel, type PipelineStepReport } from '../parallel/pp/p
 import { epCommHidden, type EPHidden } from '../parallel/pp/ep-hidden.ts';
 import { localShard } from '../parallel/reference.ts';
 import { shardKind, shardOf } from '../parallel/tp/shard.ts';
-import { peakByCategory } from '../parallel/exec/report.ts';
+import { exposedSwap, hostSwappedPeak, peakByCategory } from '../parallel/exec/report.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 
 export interface PPParallelStep {
@@ -30,6 +30,10 @@ export interface PPParallelStep {
   grads: GradStore;
   report: PipelineStepReport;
   perDevicePeakByCategory: Record<string, number>[];
+  /** per node: peak host bytes of swapped activations this step */
+  hostSwappedPeakBytes: number[];
+  /** per device (stage order): exposed host-copy seconds this step */
+  exposedSwapSeconds: number[];
   epHidden: EPHidden;
 }
 
@@ -63,6 +67,8 @@ export class PPParallelRunner {
     this.model = new PipelineParallelModel(host.cfg, this.cluster, {
       layout: { pp: f.pp, tp: inner.tp, cp: inner.cp, dp: inner.dp, ep: inner.ep, etp: 1 }, vpp: f.vpp, schedule: f.schedule, seed,
       dispatcher: f.dispatcher, sequenceParallel: f.sequenceParallel, globalBatch, seqLen, microBatches, overlap: f.overlap,
+      // selective recompute (local classes) / swap per device (parallel/pp/stage-memory.ts; the flags refused the rest)
+      ...(f.recompute !== 'none' || f.swap !== 'none' ? { memory: { recompute: f.recompute, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction } } : {}),
     });
     // fp32 AdamW moments of each device's owned shards (held for the whole run)
     this.model.stages.forEach((pm) => pm.params.forEach((ps, i) => {
@@ -84,6 +90,7 @@ export class PPParallelRunner {
     const out: PPParallelStep = {
       loss: report.loss, lmLoss: report.lmLoss, auxLoss: report.auxLoss, zLoss: report.zLoss, grads, report,
       perDevicePeakByCategory: peakByCategory(this.cluster, devices), epHidden: epCommHidden(this.cluster.timeline, devices),
+      hostSwappedPeakBytes: hostSwappedPeak(this.cluster), exposedSwapSeconds: exposedSwap(this.cluster, devices),
     };
     pp.zeroGrad();
     return out;

@@ -12,7 +12,7 @@
 // executor never invents numbers, so gradients are the no-recompute ones (tests/recompute-*).
 import type { SimDevice } from '../../device/device.ts';
 import { hostCopyTime } from '../../device/cost.ts';
-import type { SimEvent } from '../../device/timeline.ts';
+import type { ScheduleRequest, SimEvent } from '../../device/timeline.ts';
 import type { SavedActivations } from '../../model/saved.ts';
 import type { MemoryPlan } from '../memory/policy.ts';
 import type { SavedLedger } from './saved-ledger.ts';
@@ -46,8 +46,11 @@ export function layerActions(plan: MemoryPlan | null): Map<number, LayerActions>
 export { forwardPhase, RELEASE_ON };
 
 export interface MemoryExecutorOptions {
-  /** FLOPs to rebuild entry `name` of layer `layer` (from the descriptors). */
-  recomputeFlops?: (layer: number, name: string) => number;
+  /** FLOPs to rebuild entry `name` of layer `layer` (from the descriptors; `rec`: the record, whose entry sizes may differ per device). */
+  recomputeFlops?: (layer: number, name: string, rec: SavedActivations) => number;
+  /** How the host copies are put on the timeline (default `device.timeline.schedule`; a pipeline stage in
+   *  overlap mode passes its view's, which records the copies of an F/B pair for gap-fill.ts). */
+  schedule?: (req: ScheduleRequest) => SimEvent;
 }
 
 export class MemoryExecutor {
@@ -90,8 +93,11 @@ export class MemoryExecutor {
     };
   }
 
-  /** Drop / offload layer `layer`'s remaining planned entries right after its forward (event `fwd`). */
-  afterForward(layer: number, rec: SavedActivations, fwd: SimEvent | null): void {
+  private put(req: ScheduleRequest): SimEvent { return this.opts.schedule ? this.opts.schedule(req) : this.device!.timeline.schedule(req); }
+
+  /** Drop / offload layer `layer`'s remaining planned entries right after its forward (event(s) `fwd`). */
+  afterForward(layer: number, rec: SavedActivations, fwd: SimEvent | readonly SimEvent[] | null): void {
+    const fwdEvents: SimEvent[] = fwd === null ? [] : Array.isArray(fwd) ? [...(fwd as readonly SimEvent[])] : [fwd as SimEvent];
     if (this.restoreOnSave.has(rec)) { rec.onSave = this.restoreOnSave.get(rec)!; this.restoreOnSave.delete(rec); }
     const a = this.actions.get(layer);
     if (!a || a.mode !== 'none') return;
@@ -99,9 +105,9 @@ export class MemoryExecutor {
     const outs = new Map<string, SimEvent>();
     for (const name of this.swappedNames.get(rec) ?? []) {
       const bytes = this.ledger.bytesOf(rec.info(name));
-      if (this.device) outs.set(name, this.device.timeline.schedule({
+      if (this.device) outs.set(name, this.put({
         device: this.device.rank, stream: 'host-copy', name: `swap-out ${rec.owner}:${name}`, kind: 'copy',
-        duration: hostCopyTime(bytes, this.device.spec), after: fwd ? [fwd] : [], args: { bytes },
+        duration: hostCopyTime(bytes, this.device.spec), after: fwdEvents, args: { bytes },
       }));
     }
     this.swapOutEvents.set(rec, outs);
@@ -145,7 +151,7 @@ export class MemoryExecutor {
       rec.get(info.name); // the reload (the ledger counts it)
       const out = this.swapOutEvents.get(rec)?.get(info.name);
       const bytes = this.ledger.bytesOf(info);
-      if (this.device) evs.push(this.device.timeline.schedule({
+      if (this.device) evs.push(this.put({
         device: this.device.rank, stream: 'host-copy-in', name: `swap-in ${rec.owner}:${info.name}`, kind: 'copy',
         duration: hostCopyTime(bytes, this.device.spec), after: out ? [out, ...after] : [...after], args: { bytes },
       }));
@@ -163,7 +169,7 @@ export class MemoryExecutor {
    */
   recompute(layer: number, rec: SavedActivations): number {
     const names = this.droppedNames.get(rec) ?? [];
-    return names.reduce((a, n) => a + (this.opts.recomputeFlops?.(layer, n) ?? 0), 0);
+    return names.reduce((a, n) => a + (this.opts.recomputeFlops?.(layer, n, rec) ?? 0), 0);
   }
 
   /** Forget a record (after its backward disposed it). */

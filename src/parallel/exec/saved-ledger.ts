@@ -26,6 +26,9 @@ export class SavedLedger {
   readonly reloads = new Map<string, number>();
   readonly recomputes = new Map<string, number>();
   readonly swappedOut = new Map<string, number>();
+  /** Simulated bytes moved to host and back over the ledger's life. */
+  swappedOutBytes = 0;
+  reloadedBytes = 0;
 
   /** `device` null: count bytes only. `elementBytes`: simulated bytes per fp32 element (4/elementBytes ratio). */
   constructor(readonly device: SimDevice | null = null) {}
@@ -55,6 +58,7 @@ export class SavedLedger {
       this.host.delete(k);
       this.hostBytes -= b;
       this.reloads.set(k, (this.reloads.get(k) ?? 0) + 1);
+      this.reloadedBytes += b;
     } else if (this.dropped.has(k)) {
       this.dropped.delete(k);
       this.recomputes.set(k, (this.recomputes.get(k) ?? 0) + 1);
@@ -77,6 +81,7 @@ export class SavedLedger {
       this.hostBytes += b;
       this.peakHostBytes = Math.max(this.peakHostBytes, this.hostBytes);
       this.swappedOut.set(k, (this.swappedOut.get(k) ?? 0) + 1);
+      this.swappedOutBytes += b;
     }
   }
 

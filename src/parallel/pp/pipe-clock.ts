@@ -38,13 +38,20 @@ export class PipeClock extends StepClock {
   /** The micro-batch whose ops come next (overlap mode keys the chains by it). */
   use(microBatch: number): void { this.mb = microBatch; }
 
-  /** The received messages the next ops of every rank of the stage depend on (replaces the previous set). */
-  wait(events: readonly SimEvent[]): void { this.waits = [...events]; }
+  /** The received messages the next ops of every rank of the stage depend on (replaces the previous set; clears `waitOn`). */
+  wait(events: readonly SimEvent[]): void { this.waits = [...events]; this.rankWaits.clear(); }
+
+  /** Events the next ops of local rank `rank` also depend on until the next `wait` (a layer's swap-ins, stage-memory.ts). */
+  waitOn(rank: number, events: readonly SimEvent[]): void {
+    if (events.length) this.rankWaits.set(rank, [...(this.rankWaits.get(rank) ?? []), ...events]);
+  }
+  private rankWaits = new Map<number, SimEvent[]>();
+  private extra(ranks: readonly number[]): SimEvent[] { return [...this.waits, ...ranks.flatMap((r) => this.rankWaits.get(r) ?? [])]; }
 
   override after(ranks: readonly number[]): SimEvent[] {
-    if (!this.filler) return [...super.after(ranks), ...this.waits];
-    if (this.mb === STEP_TAIL) return [...ranks.flatMap((r) => this.tail(r)), ...this.waits];
-    return [...ranks.flatMap((r) => { const e = this.chains.get(`${this.mb}/${r}`); return e ? [e] : []; }), ...this.waits];
+    if (!this.filler) return [...super.after(ranks), ...this.extra(ranks)];
+    if (this.mb === STEP_TAIL) return [...ranks.flatMap((r) => this.tail(r)), ...this.extra(ranks)];
+    return [...ranks.flatMap((r) => { const e = this.chains.get(`${this.mb}/${r}`); return e ? [e] : []; }), ...this.extra(ranks)];
   }
 
   override compute(rank: number, name: string, cost: OpCost): void {
@@ -82,12 +89,13 @@ export class PipeClock extends StepClock {
 
   /** The last op of local rank `rank` (of the current micro-batch in overlap mode). */
   lastOf(rank: number): SimEvent | null {
-    const evs = this.after([rank]).filter((e) => !this.waits.includes(e));
+    const skip = this.extra([rank]);
+    const evs = this.after([rank]).filter((e) => !skip.includes(e));
     return evs.reduce<SimEvent | null>((a, e) => (!a || e.end > a.end ? e : a), null);
   }
 
   /** Simulated time at which local rank `rank` can start its next op (of the current micro-batch in overlap mode). */
   readyAt(rank: number): number { return this.after([rank]).reduce((t, e) => Math.max(t, e.end), 0); }
 
-  override reset(): void { super.reset(); this.waits = []; this.chains.clear(); this.weightGrads.clear(); this.mb = 0; }
+  override reset(): void { super.reset(); this.waits = []; this.rankWaits.clear(); this.chains.clear(); this.weightGrads.clear(); this.mb = 0; }
 }

@@ -35,6 +35,7 @@ import { schedule1F1BOverlap } from './overlap-schedule.ts';
 import { drivePipeline, type ComputeSpan } from './pp-driver.ts';
 import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type MicroBatchState } from '../pm-phases.ts';
 import { stageCluster } from './stage-cluster.ts';
+import { StageMemory, type StageMemoryOptions } from './stage-memory.ts';
 import { syncTiedEmbedding, stepLoss } from './pp-step.ts';
 
 export interface PipelineParallelOptions {
@@ -48,6 +49,8 @@ export interface PipelineParallelOptions {
   globalBatch?: number; seqLen?: number; microBatches?: number;
   /** adaptive pipe overlap on the executed timeline (pipe-clock.ts, gap-fill.ts, pp-driver.ts pairs); numerics unchanged */
   overlap?: boolean;
+  /** selective recompute / swap per device (stage-memory.ts; classes of stage-memory-rules.ts); numerics unchanged */
+  memory?: StageMemoryOptions;
 }
 
 export interface PipelineStepReport extends ParallelStepReport {
@@ -76,6 +79,8 @@ export class PipelineParallelModel {
   readonly scheduleName: ScheduleName;
   readonly overlap: boolean;
   readonly filler: GapFiller | null;
+  /** per stage: the recompute/swap executor of its devices (null without opts.memory) */
+  readonly memory: (StageMemory | null)[] = [];
 
   constructor(readonly cfg: ModelConfig, readonly cluster: Cluster, readonly opts: PipelineParallelOptions) {
     const spec = typeof opts.layout === 'string' ? parseLayout(opts.layout) : { ...opts.layout };
@@ -100,6 +105,9 @@ export class PipelineParallelModel {
         layout: this.inner, seed: opts.seed, dispatcher: opts.dispatcher, sequenceParallel: opts.sequenceParallel,
         globalBatch: opts.globalBatch, seqLen: opts.seqLen, microBatches: opts.microBatches, clock, owns: (name) => this.ownerStages(name).has(s),
       }));
+      const pm = this.stages[s], mem = opts.memory ? new StageMemory(cfg, pm, clock, opts.memory, (q) => (this.filler ? this.filler.place(q) : cluster.timeline.schedule(q))) : null;
+      if (mem?.active) pm.setMemory(mem);
+      this.memory.push(mem?.active ? mem : null);
     }
   }
 
@@ -175,6 +183,8 @@ export class PipelineParallelModel {
           if (!f) throw new Error(`stage ${r}: backward of micro-batch ${m} before its forward`);
           const on = () => { c.use(m); c.wait(waits); };
           on();
+          // start reloading the chunk's last layer's swapped entries while the head's backward runs
+          if (ch.end > ch.start) self.memory[r]?.prefetch(f.st, ch.end - 1);
           let d = ch.index === C - 1 ? headBackward(pm, f.st) : input!.tensors;
           for (let l = ch.end - 1; l >= ch.start; l--) { on(); d = layerBackward(pm, f.st, l, d); yield; }
           on();
