@@ -1,5 +1,6 @@
 // Selective recompute and swap per device inside pipeline stages that run EP (src/parallel/pp/stage-memory.ts).
-// pp=2 × ep=2 (4 devices), 1F1B with 4 micro-batches and interleaved vpp=2 with overlap on:
+// pp=2 × ep=2 (4 devices), 1F1B with 4 micro-batches and interleaved vpp=2 with overlap on; pp=2 × tp=2 × ep=2
+// with sequence parallelism (8 devices):
 //   - loss and EVERY gradient on every device equal the run without recompute/swap (max |Δ| ≤ 1e-7; a recipe
 //     reruns the same kernel on the same inputs and a reload returns the same tensor, so 0 is measured);
 //   - recompute: the HBM `activations` peak of every device goes down; one `recompute` op per device and
@@ -23,7 +24,7 @@ const tokens = Int32Array.from({ length: B * S }, (_, i) => (i * 7 + 3) % V);
 const targets = Int32Array.from({ length: B * S }, (_, i) => (i * 5 + 1) % V);
 
 function run(o: Partial<PipelineParallelOptions>) {
-  const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1, devicesPerNode: 4 });
+  const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1, devicesPerNode: 8 });
   const pp = new PipelineParallelModel(ppCfg(), cluster, { layout: 'pp=2,ep=2', schedule: '1f1b', seed: 5, ...o });
   const rep = pp.forwardBackward(tokens, targets, B, S, { microBatches: M });
   const grads = new Map<string, Float32Array>();
@@ -85,6 +86,14 @@ forEachBackend('PP × EP: selective recompute and swap per device', (test) => {
     assertSameNumbers(r, ref, 'interleaved overlap');
     r.actPeak.forEach((p, d) => assert.ok(p < ref.actPeak[d], `device ${d}: activations peak ${p} not below ${ref.actPeak[d]}`));
     assert.ok(r.swapIn.every((b, d) => b === r.swapOut[d] && b > 0));
+  });
+
+  test('pp=2 × tp=2 × ep=2 with sequence parallelism, every local class recomputed + swap: same numbers, peaks lower', () => {
+    const o = { layout: 'pp=2,tp=2,ep=2', sequenceParallel: true };
+    const ref = run(o), r = run({ ...o, memory: { recompute: 'norm,mla_down_proj,mla_up_proj,core_attn,attn_proj,expert_fc1,moe_act,mlp_fc1,mlp_act', swap: 'permute' } });
+    assertSameNumbers(r, ref, 'tp × ep');
+    r.actPeak.forEach((p, d) => assert.ok(p < ref.actPeak[d], `device ${d}: activations peak ${p} not below ${ref.actPeak[d]}`));
+    assert.ok(r.swapIn.every((b, d) => b === r.swapOut[d]) && r.swapOut.some((b) => b > 0));
   });
 
   test('what needs communication or the single-device planner is refused, every problem listed', () => {
