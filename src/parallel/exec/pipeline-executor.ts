@@ -28,6 +28,7 @@ import type { MemoryPlan } from '../memory/policy.ts';
 import { MemoryExecutor } from './memory-executor.ts';
 import { SavedLedger } from './saved-ledger.ts';
 import { ChunkRunner, type ChunkCosts, type MicroBatch } from './stage-runner.ts';
+import { allDone, deadlockError, earliestReadyRank } from './driver-order.ts';
 
 export interface PipelineRunOptions {
   model: MoEGPT;
@@ -190,14 +191,10 @@ export function runPipeline(o: PipelineRunOptions): PipelineRunResult {
 
   try {
     for (;;) {
-      let best = -1, bestT = Infinity;
-      for (let r = 0; r < p; r++) {
-        const t = readyTime(r);
-        if (t !== null && t < bestT) { best = r; bestT = t; }
-      }
+      const { rank: best } = earliestReadyRank(p, readyTime);
       if (best < 0) {
-        if (pc.every((i, r) => i >= s.ranks[r].length)) break;
-        throw new Error(`pipeline deadlock: ${pc.map((i, r) => `rank ${r} at ${JSON.stringify(s.ranks[r][i])}`).join('; ')}`);
+        if (allDone(pc, s.ranks)) break;
+        throw deadlockError(pc, s.ranks);
       }
       exec(best, s.ranks[best][pc[best]++]);
       // sends go right after the compute that produced them

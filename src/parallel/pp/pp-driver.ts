@@ -14,6 +14,7 @@ import type { ScheduleRequest, SimEvent } from '../../device/timeline.ts';
 import type { Partition } from '../pipeline/partition.ts';
 import type { Action, Schedule } from '../pipeline/schedule.ts';
 import { STEP_TAIL } from './pipe-clock.ts';
+import { allDone, deadlockError, earliestReadyRank } from '../exec/driver-order.ts';
 
 /** One message: tensors[i] for local rank i of the receiving stage, and the transfer events. */
 export interface StageMsg { tensors: tf.Tensor[]; events: SimEvent[] }
@@ -189,15 +190,11 @@ export function drivePipeline(cluster: Cluster, s: Schedule, part: Partition, op
 
   try {
     for (;;) {
-      let best = -1, bestT = Infinity;
-      for (let r = 0; r < p; r++) {
-        const t = readyTime(r);
-        if (t !== null && t < bestT) { best = r; bestT = t; }
-      }
+      const { rank: best, t: bestT } = earliestReadyRank(p, readyTime);
       if (best < 0) {
-        if (pc.every((i, r) => i >= s.ranks[r].length)) break;
+        if (allDone(pc, s.ranks)) break;
         if (o.overlap && !unfuse) { unfuse = true; continue; }   // every rank waits to pair: let an F go alone
-        throw new Error(`pipeline deadlock: ${pc.map((i, r) => `rank ${r} at ${JSON.stringify(s.ranks[r][i])}`).join('; ')}`);
+        throw deadlockError(pc, s.ranks);
       }
       const pair = o.overlap && !unfuse ? pairAt(best) : null;
       unfuse = false;
