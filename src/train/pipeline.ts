@@ -18,7 +18,7 @@ import { runTrainStep, type TrainStepResult } from '../parallel/exec/train-step.
 import { paramOwners } from '../parallel/exec/pipeline-executor.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
 import type { ReportTable } from './report.ts';
-import { PPParallelRunner } from './pp-parallel.ts';
+import { PPParallelRunner, type StageBudgetReport } from './pp-parallel.ts';
 
 export interface PipelineStepResult {
   loss: number; lmLoss: number; auxLoss: number; zLoss: number;
@@ -75,6 +75,9 @@ export interface PPStagesSummary {
   pairsPerStep: number;
   /** the first step's batch run again with the other overlap mode (same weights), for comparison */
   otherMode: { overlap: boolean; stepSeconds: number; bubbleFraction: number; epCommHiddenFraction: number } | null;
+  /** --memory-budget: the recompute/swap chosen per stage (pp/stage-budget.ts), predicted and executed activation
+   *  peaks per device (executed: max over steps), added simulated seconds (last step) */
+  memoryBudget: StageBudgetReport | null;
 }
 
 export class PipelineEngine {
@@ -92,7 +95,7 @@ export class PipelineEngine {
 
   /** pp × tp/dp/ep runs (flags.inner) */
   runner: PPParallelRunner | null = null;
-  private pp = { hidden: 0, comm: 0, hiddenSecs: 0, pairs: 0, other: null as PPStagesSummary['otherMode'] };
+  private pp = { hidden: 0, comm: 0, hiddenSecs: 0, pairs: 0, other: null as PPStagesSummary['otherMode'], budget: null as StageBudgetReport | null };
 
   constructor(readonly flags: PipelineFlags) {
     this.spec = resolveSpec(flags.device, flags.hbmBytes ? { hbmBytes: flags.hbmBytes } : {});
@@ -143,6 +146,7 @@ export class PipelineEngine {
     r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });
     r.perDevicePeakByCategory.forEach((c, d) => { this.act[d] = Math.max(this.act[d] ?? 0, c.activations ?? 0); });
     r.hostSwappedPeakBytes.forEach((b, d) => { this.host[d] = Math.max(this.host[d] ?? 0, b); });
+    if (r.budget) this.pp.budget = { ...r.budget, executedPeaks: r.budget.executedPeaks.map((p, d) => Math.max(p, this.pp.budget?.executedPeaks[d] ?? 0)) };
     this.pp.hidden += r.epHidden.fraction; this.pp.comm += r.epHidden.comm; this.pp.hiddenSecs += r.epHidden.hidden; this.pp.pairs += rep.pairs;
     const tl = this.runner.cluster.timeline, s = tl.commSummary();
     this.lastTimeline = this.runner.model.devices.flat().map((d, i) => ({ device: d, computeBusy: s.find((x) => x.device === d)?.compute ?? 0, exposedSwap: r.exposedSwapSeconds[i] ?? 0 }));
@@ -227,7 +231,7 @@ export class PipelineEngine {
     return {
       layout: `pp=${L.pp},tp=${L.tp},cp=${L.cp},dp=${L.dp},ep=${L.ep}`, world: L.world, stageDevices: m.devices, overlap: this.flags.overlap,
       epCommHiddenFraction: this.pp.hidden / n, epCommSeconds: this.pp.comm / n, epCommHiddenSeconds: this.pp.hiddenSecs / n, pairsPerStep: this.pp.pairs / n,
-      otherMode: this.pp.other,
+      otherMode: this.pp.other, memoryBudget: this.pp.budget,
     };
   }
 

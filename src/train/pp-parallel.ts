@@ -11,6 +11,8 @@
 // The trainer then clips and steps AdamW on the host model exactly as on one device (AdamW is
 // element-wise, so this equals per-shard AdamW; its fp32 m and v are charged as 'optimizer' memory to
 // the devices that own each shard).
+// --memory-budget: the recompute/swap of each stage is chosen by measured planning steps and every step is
+// verified against the budget (parallel/pp/stage-budget.ts; planBudget below).
 import { tf } from '../backend/tf.ts';
 import { Cluster } from '../device/cluster.ts';
 import type { DeviceSpec } from '../device/specs.ts';
@@ -24,6 +26,7 @@ import { localShard } from '../parallel/reference.ts';
 import { shardKind, shardOf } from '../parallel/tp/shard.ts';
 import { exposedSwap, hostSwappedPeak, peakByCategory } from '../parallel/exec/report.ts';
 import type { PipelineFlags } from './pipeline-flags.ts';
+import { budgetLevels, chooseStageLevels, levelName, levelOptions, type StageChoice } from '../parallel/pp/stage-budget.ts';
 
 export interface PPParallelStep {
   loss: number; lmLoss: number; auxLoss: number; zLoss: number;
@@ -35,6 +38,24 @@ export interface PPParallelStep {
   /** per device (stage order): exposed host-copy seconds this step */
   exposedSwapSeconds: number[];
   epHidden: EPHidden;
+  /** --memory-budget: the plan per stage (cached per micro-batch shape) and this step's executed peaks */
+  budget: StageBudgetReport | null;
+}
+
+type PlannedBudget = Omit<StageBudgetReport, 'executedPeaks'>;
+
+/** The --memory-budget plan of the stages (stage-budget.ts) and what it measured. */
+export interface StageBudgetReport {
+  budgetBytes: number;
+  stages: StageChoice[];
+  /** per device (stage order): activation peak without a plan, predicted with the chosen plan, executed this step */
+  noPlanPeaks: number[]; predictedPeaks: number[]; executedPeaks: number[];
+  /** simulated seconds of the planning step (first step of the shape, same batch and weights) without a plan and with the chosen plan, and the difference */
+  noPlanStepSeconds: number; plannedStepSeconds: number; addedSeconds: number;
+  /** planning steps run (levels measured, all stages at the same level) */
+  levelsMeasured: number;
+  /** so far: reruns after a verified step had a stage over budget (that stage moved one level up) */
+  adjustments: number;
 }
 
 const moeLayersOf = (m: MoEGPT): Map<number, MoELayer> => new Map(m.blocks.flatMap((b, l) => (b.moe instanceof MoELayer ? [[l, b.moe] as [number, MoELayer]] : [])));
@@ -80,20 +101,78 @@ export class PPParallelRunner {
   step(host: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PPParallelStep {
     const pp = this.model, M = mbs.length, S = mbs[0].seqLen, B = M * mbs[0].batch;
     const cat = (k: 'tokens' | 'targets') => { const o = new Int32Array(B * S); let off = 0; for (const b of mbs) { o.set(b[k], off); off += b[k].length; } return o; };
-    this.scatter(host);
-    this.cluster.reset();
-    pp.clocks.forEach((c) => c.reset());
-    const report = pp.forwardBackward(cat('tokens'), cat('targets'), B, S, { microBatches: M });
+    const devices = pp.devices.flat();
+    const run = () => {
+      this.scatter(host);
+      this.cluster.reset();
+      pp.clocks.forEach((c) => c.reset());
+      return pp.forwardBackward(cat('tokens'), cat('targets'), B, S, { microBatches: M });
+    };
+    const plan = this.flags.memoryBudget !== undefined ? this.planBudget(this.flags.memoryBudget, mbs[0].batch, S, run) : null;
+    let report = run();
+    let budget: StageBudgetReport | null = null;
+    if (plan) {
+      // verify the executed step; a stage over budget (mixed levels change the pipelined timing, later steps
+      // the EP token shares) moves to its next level and the step is rerun (results of the rerun kept)
+      const levels = budgetLevels(pp.cfg, mbs[0].batch, S);
+      for (;;) {
+        const executed = peakByCategory(this.cluster, devices).map((c) => c.activations ?? 0);
+        const over = plan.stages.filter((c) => c.devices.some((d) => executed[devices.indexOf(d)] > plan.budgetBytes));
+        if (!over.length) {
+          // the added time on the planning step (same batch and weights as the no-plan run)
+          if (Number.isNaN(plan.plannedStepSeconds)) { plan.plannedStepSeconds = report.stepSeconds; plan.addedSeconds = report.stepSeconds - plan.noPlanStepSeconds; }
+          budget = { ...plan, stages: plan.stages.map((c) => ({ ...c })), executedPeaks: executed };
+          break;
+        }
+        pp.zeroGrad();
+        for (const c of over) {
+          const peaks = c.devices.map((d) => executed[devices.indexOf(d)]), i = peaks.indexOf(Math.max(...peaks));
+          if (c.level + 1 >= levels.length) throw new Error(`--memory-budget ${plan.budgetBytes} B cannot be met: stage ${c.stage} device ${c.devices[i]} executed an activation peak of ${peaks[i]} B with the most the stages support (${levelName(levels[c.level])}), the best achievable`);
+          c.level++; c.plan = levelName(levels[c.level]);
+          pp.setStageMemory(c.stage, levelOptions(levels[c.level]));
+        }
+        plan.adjustments++;
+        report = run();
+      }
+    }
     const grads = this.gatherGrads(host);
     this.gatherBiases(host);
-    const devices = pp.devices.flat();
     const out: PPParallelStep = {
       loss: report.loss, lmLoss: report.lmLoss, auxLoss: report.auxLoss, zLoss: report.zLoss, grads, report,
       perDevicePeakByCategory: peakByCategory(this.cluster, devices), epHidden: epCommHidden(this.cluster.timeline, devices),
-      hostSwappedPeakBytes: hostSwappedPeak(this.cluster), exposedSwapSeconds: exposedSwap(this.cluster, devices),
+      hostSwappedPeakBytes: hostSwappedPeak(this.cluster), exposedSwapSeconds: exposedSwap(this.cluster, devices), budget,
     };
     pp.zeroGrad();
     return out;
+  }
+
+  private budgetPlans = new Map<string, PlannedBudget>();
+
+  /**
+   * The --memory-budget plan for micro-batches of b × S (cached: shapes unchanged across steps). Runs the step
+   * at the nested levels of stage-budget.ts (results discarded: grads zeroed, host weights and biases untouched)
+   * until every stage fits or the levels are exhausted, then sets each stage's chosen recompute/swap.
+   */
+  private planBudget(budgetBytes: number, b: number, S: number, run: () => PipelineStepReport): PlannedBudget {
+    const key = `${b}x${S}`, cached = this.budgetPlans.get(key);
+    if (cached) return cached; // the stages keep the chosen recompute/swap
+    const pp = this.model, levels = budgetLevels(pp.cfg, b, S), devices = pp.devices;
+    const peaks: number[][][] = [], seconds: number[] = [];
+    for (const lv of levels) {
+      pp.stages.forEach((_, s) => pp.setStageMemory(s, levelOptions(lv)));
+      const rep = run();
+      const act = peakByCategory(this.cluster, pp.devices.flat()).map((c) => c.activations ?? 0);
+      let off = 0;
+      peaks.push(pp.devices.map((d) => { const x = act.slice(off, off + d.length); off += d.length; return x; }));
+      seconds.push(rep.stepSeconds);
+      pp.zeroGrad();
+      if (pp.stages.every((_, s) => peaks.some((k) => Math.max(...k[s]) <= budgetBytes))) break;
+    }
+    const stages = chooseStageLevels(budgetBytes, levels, peaks, devices);
+    stages.forEach((c) => pp.setStageMemory(c.stage, levelOptions(levels[c.level])));
+    const plan = { budgetBytes, stages, noPlanPeaks: peaks[0].flat(), predictedPeaks: stages.flatMap((c) => c.predictedPeaks), noPlanStepSeconds: seconds[0], levelsMeasured: peaks.length, adjustments: 0, plannedStepSeconds: NaN, addedSeconds: NaN };
+    this.budgetPlans.set(key, plan);
+    return plan;
   }
 
   /** Host weights → the owning stages' shards; host expert biases → the owning stages' replicas. */

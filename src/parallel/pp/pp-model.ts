@@ -105,10 +105,17 @@ export class PipelineParallelModel {
         layout: this.inner, seed: opts.seed, dispatcher: opts.dispatcher, sequenceParallel: opts.sequenceParallel,
         globalBatch: opts.globalBatch, seqLen: opts.seqLen, microBatches: opts.microBatches, clock, owns: (name) => this.ownerStages(name).has(s),
       }));
-      const pm = this.stages[s], mem = opts.memory ? new StageMemory(cfg, pm, clock, opts.memory, (q) => (this.filler ? this.filler.place(q) : cluster.timeline.schedule(q))) : null;
-      if (mem?.active) pm.setMemory(mem);
-      this.memory.push(mem?.active ? mem : null);
+      this.memory.push(null);
+      this.setStageMemory(s, opts.memory ?? null);
     }
+  }
+
+  /** Replace stage s's recompute/swap (null or nothing selected: none); e.g. the --memory-budget plan per stage (stage-budget.ts). */
+  setStageMemory(s: number, opts: StageMemoryOptions | null): void {
+    const pm = this.stages[s], cluster = this.cluster;
+    const mem = opts ? new StageMemory(this.cfg, pm, this.clocks[s], opts, (q) => (this.filler ? this.filler.place(q) : cluster.timeline.schedule(q))) : null;
+    pm.setMemory(mem?.active ? mem : null);
+    this.memory[s] = mem?.active ? mem : null;
   }
 
   /** The stages that hold parameter `name` (exec/pipeline-executor.ts paramOwners: layer's stage, embedding first (and last when tied), the rest last). */

@@ -9,8 +9,7 @@
 //   - 'residual' / 'other': no selective recipe (as on one device);
 //   - 'full': the layer replay reruns every EP all-to-all and TP collective, and the stage phases have
 //     no replay path;
-//   - --memory-budget: the planner's cost model (src/parallel/memory) is single-device (no EP/TP
-//     collectives, no per-device token imbalance).
+// --memory-budget chooses among these classes (and swap) per stage by measurement (stage-budget.ts).
 // Swap moves any class's entries to host and back on the device's own host link: no restriction.
 import { MODULE_CLASSES, type ModuleClass } from '../memory/descriptors.ts';
 
@@ -36,7 +35,6 @@ export function stageMemoryProblems(recompute: string, swap: string, memoryBudge
       if (!STAGE_RECOMPUTE_CLASSES.includes(c as ModuleClass)) p.push(`${where}: --recompute ${c} is not executed with tp/dp/ep inside the pipeline stages (${WHY[c as ModuleClass] ?? 'not local'}); ${supported}`);
     }
   }
-  if (memoryBudget !== undefined) p.push(`${where}: --memory-budget is not executed with tp/dp/ep inside the pipeline stages (the planner's cost model is single-device: no EP/TP collectives); use --recompute/--swap with classes`);
-  void swap;
+  void swap; void memoryBudget; // any swap classes; a budget is planned per stage (stage-budget.ts)
   return p;
 }
