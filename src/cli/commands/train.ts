@@ -23,8 +23,9 @@ const usage = `ultramoe train [--preset tiny] [--steps N] [--backend wasm|cpu|no
     [--overlap-compare on|off (pp × ep: also run the first batch with the other --overlap mode; default on)]
     [--recompute none|full|CLASSES] [--recompute-num-layers N] [--swap none|CLASSES] [--min-offload-size BYTES]
     [--offload-fraction F] [--memory-budget BYTES] [--device ascend-910b] [--device-memory 64MiB] [--trace FILE.json]
-    (--recompute/--swap/--memory-budget run with pp alone or without --parallel (pp=1); pp with tp/dp/ep inside
-     the stages runs --vpp/--schedule/--overlap/--dispatcher/--sequence-parallel; --overlap on needs ep > 1)`;
+    (--recompute/--swap/--memory-budget run with pp alone, without --parallel (pp=1), and with tp/dp/ep inside
+     the pp stages, where recompute takes the local classes only (not full, permute, router); pp with stages also
+     runs --vpp/--schedule/--overlap/--dispatcher/--sequence-parallel; --overlap on needs ep > 1)`;
 
 const options = {
   preset: { type: 'string', default: 'tiny' },
