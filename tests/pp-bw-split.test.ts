@@ -10,9 +10,9 @@
 //   - overlap on: the EP a2a hidden fraction with the split is ≥ without it;
 //   - loss and gradients are the same with and without the split (1e-6).
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
-import { ppCfg, S, V } from './support/pp.ts';
+import { assertValidTimeline, ppCfg, S, V } from './support/pp.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
-import type { SimEvent, Timeline } from '../src/device/timeline.ts';
+import type { Timeline } from '../src/device/timeline.ts';
 import { PipelineParallelModel } from '../src/parallel/pp/pp-model.ts';
 import { epCommHidden } from '../src/parallel/pp/ep-hidden.ts';
 
@@ -32,20 +32,6 @@ function run(schedule: '1f1b' | 'interleaved', overlap: boolean, split: boolean)
   const out = { loss: rep.loss, grads, step: rep.stepSeconds, hidden: epCommHidden(cluster.timeline, devices), computeTotal, tl: cluster.timeline, fillers: pp.filler?.fillers ?? 0, inGaps: pp.filler?.fillersInGaps ?? 0 };
   pp.dispose();
   return out;
-}
-
-function assertValidTimeline(tl: Timeline, what: string): void {
-  const byId = new Map(tl.events.map((e) => [e.id, e]));
-  const streams = new Map<string, SimEvent[]>();
-  for (const e of tl.events) {
-    for (const d of e.deps) assert.ok(byId.get(d)!.end <= e.start + 1e-12, `${what}: ${e.name} starts before its dependency ${byId.get(d)!.name} ends`);
-    const k = `${e.device}/${e.stream}`;
-    (streams.get(k) ?? streams.set(k, []).get(k)!).push(e);
-  }
-  for (const [k, evs] of streams) {
-    evs.sort((a, b) => a.start - b.start);
-    for (let i = 1; i < evs.length; i++) assert.ok(evs[i].start >= evs[i - 1].end - 1e-12, `${what}: ${k} runs ${evs[i - 1].name} and ${evs[i].name} at once`);
-  }
 }
 
 function assertSplit(tl: Timeline, what: string, offChain: boolean): void {

@@ -5,11 +5,10 @@
 // with it on this shape; the measured value is ~0.5–0.7), and the timeline stays valid: no stream runs
 // two ops at once and every op starts after its dependencies.
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
-import { ppCfg, S, V } from './support/pp.ts';
+import { assertValidTimeline, ppCfg, S, V } from './support/pp.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import { PipelineParallelModel } from '../src/parallel/pp/pp-model.ts';
 import { epCommHidden } from '../src/parallel/pp/ep-hidden.ts';
-import type { Timeline } from '../src/device/timeline.ts';
 
 const B = 16, M = 8;
 const tokens = Int32Array.from({ length: B * S }, (_, i) => (i * 7 + 3) % V);
@@ -25,20 +24,6 @@ function run(schedule: '1f1b' | 'interleaved', overlap: boolean) {
   const out = { loss: rep.loss, grads, hidden, pairs: rep.pairs, tl: cluster.timeline };
   pp.dispose();
   return out;
-}
-
-function assertValidTimeline(tl: Timeline, what: string): void {
-  const byId = new Map(tl.events.map((e) => [e.id, e]));
-  const streams = new Map<string, { start: number; end: number; name: string }[]>();
-  for (const e of tl.events) {
-    for (const d of e.deps) assert.ok(byId.get(d)!.end <= e.start + 1e-12, `${what}: ${e.name} starts before its dependency ${byId.get(d)!.name} ends`);
-    const k = `${e.device}/${e.stream}`;
-    (streams.get(k) ?? streams.set(k, []).get(k)!).push(e);
-  }
-  for (const [k, evs] of streams) {
-    evs.sort((a, b) => a.start - b.start);
-    for (let i = 1; i < evs.length; i++) assert.ok(evs[i].start >= evs[i - 1].end - 1e-12, `${what}: ${k} runs ${evs[i - 1].name} and ${evs[i].name} at once`);
-  }
 }
 
 forEachBackend('PP × EP adaptive pipe overlap', (test) => {

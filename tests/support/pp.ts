@@ -7,6 +7,7 @@ import { MoEGPT } from '../../src/model/gpt.ts';
 import { Cluster, getSpec } from '../../src/device/index.ts';
 import { PipelineParallelModel, type PipelineParallelOptions } from '../../src/parallel/pp/pp-model.ts';
 import { localShard, referenceStep } from '../../src/parallel/reference.ts';
+import type { SimEvent, Timeline } from '../../src/device/timeline.ts';
 
 export const RTOL = 1e-5, S = 8, V = 64;
 
@@ -44,3 +45,17 @@ export function runPP(cfg: ModelConfig, o: Omit<PipelineParallelOptions, 'seed'>
   ref.grads.dispose(); single.dispose(); pp.dispose();
 }
 
+/** An executed timeline is valid: every op starts after its dependencies end, and no stream runs two ops at once. */
+export function assertValidTimeline(tl: Timeline, what: string): void {
+  const byId = new Map(tl.events.map((e) => [e.id, e]));
+  const streams = new Map<string, SimEvent[]>();
+  for (const e of tl.events) {
+    for (const d of e.deps) assert.ok(byId.get(d)!.end <= e.start + 1e-12, `${what}: ${e.name} starts before its dependency ${byId.get(d)!.name} ends`);
+    const k = `${e.device}/${e.stream}`;
+    (streams.get(k) ?? streams.set(k, []).get(k)!).push(e);
+  }
+  for (const [k, evs] of streams) {
+    evs.sort((a, b) => a.start - b.start);
+    for (let i = 1; i < evs.length; i++) assert.ok(evs[i].start >= evs[i - 1].end - 1e-12, `${what}: ${k} runs ${evs[i - 1].name} and ${evs[i].name} at once`);
+  }
+}
