@@ -19,16 +19,22 @@ export interface PermutePlan {
   numRows: number;
 }
 
+/** Expert-major row blocks from per-expert counts: block offsets, empty row arrays and a write cursor per expert. */
+function expertBlocks(counts: Int32Array) {
+  const E = counts.length, offsets = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
+  const N = offsets[E];
+  return {
+    tokensPerExpert: Array.from(counts), offsets, N, cursor: offsets.slice(0, E),
+    sortedIndices: new Int32Array(N), expertOfRow: new Int32Array(N), permutedProbs: new Float32Array(N),
+  };
+}
+
 /** Plan from a final routing map [T, E] and dense probs [T, E]. */
 export function permutePlan(routingMap: Uint8Array, probs: ArrayLike<number>, T: number, E: number): PermutePlan {
   const counts = new Int32Array(E);
   for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) counts[e] += routingMap[t * E + e];
-  const tokensPerExpert = Array.from(counts);
-  const offsets = new Int32Array(E + 1);
-  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
-  const N = offsets[E];
-  const sortedIndices = new Int32Array(N), expertOfRow = new Int32Array(N), permutedProbs = new Float32Array(N);
-  const cursor = offsets.slice(0, E);
+  const { tokensPerExpert, offsets, N, sortedIndices, expertOfRow, permutedProbs, cursor } = expertBlocks(counts);
   for (let t = 0; t < T; t++) {            // token-ascending within each expert block
     for (let e = 0; e < E; e++) {
       if (!routingMap[t * E + e]) continue;
@@ -48,12 +54,7 @@ export function permutePlan(routingMap: Uint8Array, probs: ArrayLike<number>, T:
 export function permutePlanFromTopk(topkIdx: Int32Array, topkWeights: ArrayLike<number>, scale: number, T: number, E: number, k: number): PermutePlan {
   const counts = new Int32Array(E);
   for (let i = 0; i < T * k; i++) counts[topkIdx[i]]++;
-  const tokensPerExpert = Array.from(counts);
-  const offsets = new Int32Array(E + 1);
-  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
-  const N = offsets[E];
-  const sortedIndices = new Int32Array(N), expertOfRow = new Int32Array(N), permutedProbs = new Float32Array(N);
-  const cursor = offsets.slice(0, E);
+  const { tokensPerExpert, offsets, N, sortedIndices, expertOfRow, permutedProbs, cursor } = expertBlocks(counts);
   for (let t = 0; t < T; t++) {            // token-ascending within each expert block
     for (let j = 0; j < k; j++) {
       const e = topkIdx[t * k + j], r = cursor[e]++;
