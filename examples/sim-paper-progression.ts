@@ -6,10 +6,10 @@ import { getSpec } from '../src/device/specs.ts';
 import { CALIBRATIONS } from '../src/sim/calibration.ts';
 import { simulate } from '../src/sim/cost-model.ts';
 import { modelCost } from '../src/sim/model-cost.ts';
-import { stageSplit } from '../src/sim/schedule.ts';
 import { ASSUMPTIONS, PAPER_DEVICE, PAPER_MODEL, PAPER_OPTIMISED_OPTIONS, paperLayout, paperProgression } from '../src/sim/paper.ts';
 import { enumerateVariants, PAPER_SHAPE_SPACE } from '../src/sim/search.ts';
 import { paperShapeRanking } from '../src/sim/shape-ranking.ts';
+import { headCostSensitivity, paperDepthComparison, PAPER_DEPTH_ADVANTAGE } from '../src/sim/head-sensitivity.ts';
 
 const spec = getSpec(PAPER_DEVICE);
 const mc = modelCost(PAPER_MODEL, 4096, false);
@@ -59,7 +59,24 @@ const atPaper = enumerateVariants({ base: PAPER_MODEL, space: PAPER_SHAPE_SPACE,
   .sort((a, b) => b.r.mfu - a.r.mfu);
 const chosenAt = atPaper.findIndex((x) => x.v.hidden === 7680 && x.v.layers === 61);
 console.log(`\nat the paper's layout (TP8 PP16 VPP2 EP32): ${atPaper.slice(0, 4).map((x) => `${x.v.hidden}×${x.v.layers} ${(100 * x.r.mfu).toFixed(1)}%`).join(', ')}, ...`);
-const st = stageSplit(mc.layers, 16, 2, mc.headLayers);
-console.log(`paper shape: rank ${chosenAt + 1} of ${atPaper.length} (${(100 * atPaper[chosenAt].r.mfu).toFixed(1)}%): ${mc.layers} pipeline layers + heads worth `
-  + `${mc.headLayers.toFixed(1)} layers over 16 stages leave the heaviest stage at ${Math.max(st.per, st.last + mc.headLayers).toFixed(1)} layer-equivalents `
-  + `(${st.per} layers, last stage ${st.last} + heads) against a mean of ${((mc.layers + mc.headLayers) / 16).toFixed(1)}`);
+const st = atPaper[chosenAt].r.stages;
+console.log(`paper shape: rank ${chosenAt + 1} of ${atPaper.length} (${(100 * atPaper[chosenAt].r.mfu).toFixed(1)}%): ${mc.layers} pipeline layers (61 + MTP) + heads worth `
+  + `${st.headLayerEquivalents.toFixed(2)} layers of time over 16 stages leave the heaviest stage at ${Math.max(st.perStage, st.lastStage + st.headLayerEquivalents).toFixed(2)} layer-equivalents `
+  + `(${st.perStage} layers, last stage ${st.lastStage} + heads) against a mean of ${((mc.layers + st.headLayerEquivalents) / 16).toFixed(2)}`);
+
+// The paper's own depth comparison (digest of the PDF, docs/simulator.md): its 61-layer "model 7" ran ~15% faster
+// than a 66-layer variant. At the paper's layout the simulator gives:
+for (const r of paperDepthComparison().rivals) {
+  console.log(`\n7680 × 61 vs ${r.hidden} × ${r.layers} (${(r.totalParams / 1e9).toFixed(0)}B) at the paper's layout: `
+    + `${(100 * r.advantage).toFixed(1)}% more tokens/s (paper: ~${100 * PAPER_DEPTH_ADVANTAGE}%)`);
+}
+
+// Head-cost sensitivity (src/sim/head-sensitivity.ts): the output heads' GEMMs at a scale of their own, the
+// calibration refitted on the two endpoints for each row.
+console.log('\nhead GEMM scale | fit: gemmScale  baseline  optimised  endpoints | heads (layers)  heaviest stage | rank any layout  paper layout | 61 vs 66');
+for (const r of headCostSensitivity([null, 0.7, 0.82, 1])) {
+  console.log(`${(r.headGemmScale === null ? 'fitted (' + r.calibration.gemmScale.toFixed(2) + ')' : r.headGemmScale.toFixed(2)).padStart(15)} | `
+    + `${r.calibration.gemmScale.toFixed(2).padStart(14)}  ${(100 * r.baselineMfu).toFixed(1).padStart(7)}%  ${(100 * r.optimisedMfu).toFixed(1).padStart(8)}%  `
+    + `${(r.endpointsWithin2Points ? 'ok' : 'MISS').padStart(9)} | ${r.headLayerEquivalents.toFixed(2).padStart(14)}  ${r.heaviestStage.toFixed(2).padStart(14)} | `
+    + `${String(r.rankAnyLayout).padStart(15)}  ${String(r.rankPaperLayout).padStart(12)} | ${(100 * r.depthAdvantage[0]).toFixed(1)}%`);
+}

@@ -11,5 +11,5 @@ export const CALIBRATIONS: Record<'gpu' | 'ascend', Calibration> = {
 };
 
 /** Grid for `fitCalibration` (validation.ts). */
-export const GEMM_SCALE_GRID = Array.from({ length: 61 }, (_, i) => 0.5 + i * 0.01);
+export const GEMM_SCALE_GRID = Array.from({ length: 81 }, (_, i) => 0.3 + i * 0.01);
 export const A2A_SCALE_GRID = Array.from({ length: 96 }, (_, i) => 0.05 + i * 0.01);

@@ -77,8 +77,8 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const fp8 = o.dtype === 'fp8';
   const peak16 = fp8 ? peakFlops(spec, 'bf16') : peak;
   const dpn = spec.devicesPerNode;
-  const gemmAt = (pk: number, flops: number, mm: number, nn: number, kk: number) =>
-    flops <= 0 ? 0 : flops / (pk * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * cal.gemmScale));
+  const gemmAt = (pk: number, flops: number, mm: number, nn: number, kk: number, scale = cal.gemmScale) =>
+    flops <= 0 ? 0 : flops / (pk * Math.min(0.98, gemmEfficiency(mm, Math.max(1, nn), kk, spec) * scale));
   // GEMM efficiency in the run's dtype (the roofline bound depends on bytes per element and the peak)
   // FP8 GEMMs: the BF16 efficiency at the same shape; with block scaling capped by the measured FP8 ceiling
   // (specs.ts `fp8Gemm`: DeepGEMM at DeepSeek-V3's shapes)
@@ -245,7 +245,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
 
   // heaviest stage: padded layer count, or the last stage's layers plus the output head
   const n = mc.layers;
-  const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h) + mem(4 * 3 * T * cfg.vocabSize / l.tp) + launch(2)
+  const headFwd = gemmAt(peak16, T * f.logits / l.tp, T, cfg.vocabSize / l.tp, h, cal.headGemmScale ?? cal.gemmScale) + mem(4 * 3 * T * cfg.vocabSize / l.tp) + launch(2)
     + (cfg.numMtpLayers > 0 ? gemm(T * f.mtpExtra * cfg.numMtpLayers / l.tp, T, h / l.tp, 2 * h) : 0);
   const headKernels = lk ? fwdKernels(lk.head) + bwdKernels(lk.head) : 0;
   const headFixed = kernelFixedTime(headKernels, 3 * headFwd * (1 + cfg.numMtpLayers), spec);
@@ -327,5 +327,6 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
     microBatches: m,
     bubbleFraction: bubble / Math.max(1e-30, m * perMb),
     time, memory, peakMemoryBytes: memory.total,
+    stages: { perStage: per, lastStage: lastLayers, headLayerEquivalents: layerSum > 0 ? head / layerSum : 0 },
   };
 }

@@ -31,6 +31,12 @@ export interface Calibration {
   a2aScale: number;
   /** fixed per-layer per-micro-batch host/framework overhead, seconds (dispatch, sync, host-bound launch) */
   layerOverhead: number;
+  /**
+   * scale for the output heads' vocabulary GEMMs (main + MTP logits) instead of `gemmScale`; unset = `gemmScale`.
+   * A sensitivity knob (src/sim/head-sensitivity.ts): one large dense GEMM may run nearer the measured GEMM curve
+   * than the layers' kernels that `gemmScale` was fitted on.
+   */
+  headGemmScale?: number;
 }
 
 export const NEUTRAL_CALIBRATION: Calibration = { gemmScale: 1, a2aScale: 1, layerOverhead: 0 };
@@ -163,4 +169,6 @@ export interface SimResult {
   time: TimeBreakdown;
   memory: MemoryBreakdown;
   peakMemoryBytes: number;
+  /** pipeline stage split: layers on a full stage, on the last stage, and the output heads' time in layers */
+  stages: { perStage: number; lastStage: number; headLayerEquivalents: number };
 }

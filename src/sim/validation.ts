@@ -102,9 +102,12 @@ export function fitGpuCalibration(): { calibration: Calibration; fitError: numbe
   return { calibration: best, fitError: err(fit, best) };
 }
 
-/** Fit the Ascend calibration on the paper's two MFU endpoints (joint grid). */
-export function fitAscendCalibration(): { calibration: Calibration; fitError: number } {
-  let best = { ...CALIBRATIONS.ascend }, bestE = Infinity;
+/**
+ * Fit the Ascend calibration on the paper's two MFU endpoints (joint grid over gemmScale × a2aScale); `fixed`
+ * holds other fields (e.g. `headGemmScale` for the head-cost sensitivity) at given values during the fit.
+ */
+export function fitAscendCalibration(fixed: Partial<Calibration> = {}): { calibration: Calibration; fitError: number } {
+  let best: Calibration = { ...CALIBRATIONS.ascend, ...fixed }, bestE = Infinity;
   for (const g of GEMM_SCALE_GRID) for (const a of A2A_SCALE_GRID) {
     const cal = { ...best, gemmScale: g, a2aScale: a };
     const e = meanAbsError(paperRows(cal));
