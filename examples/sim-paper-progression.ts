@@ -68,15 +68,15 @@ console.log(`paper shape: rank ${chosenAt + 1} of ${atPaper.length} (${(100 * at
 // than a 66-layer variant. At the paper's layout the simulator gives:
 for (const r of paperDepthComparison().rivals) {
   console.log(`\n7680 × 61 vs ${r.hidden} × ${r.layers} (${(r.totalParams / 1e9).toFixed(0)}B) at the paper's layout: `
-    + `${(100 * r.advantage).toFixed(1)}% more tokens/s (paper: ~${100 * PAPER_DEPTH_ADVANTAGE}%)`);
+    + `${(100 * r.advantage).toFixed(1)}% more tokens/s (paper: ~${100 * PAPER_DEPTH_ADVANTAGE}%); each at its fastest layout: ${(100 * r.advantageBestLayouts).toFixed(1)}%`);
 }
 
 // Head-cost sensitivity (src/sim/head-sensitivity.ts): the output heads' GEMMs at a scale of their own, the
 // calibration refitted on the two endpoints for each row.
-console.log('\nhead GEMM scale | fit: gemmScale  baseline  optimised  endpoints | heads (layers)  heaviest stage | rank any layout  paper layout | 61 vs 66');
+console.log('\nhead GEMM scale | fit: gemmScale  baseline  optimised  endpoints | heads (layers)  heaviest stage | rank any layout  paper layout | 61 vs 66 (paper layout, best layouts)');
 for (const r of headCostSensitivity([null, 0.7, 0.82, 1])) {
   console.log(`${(r.headGemmScale === null ? 'fitted (' + r.calibration.gemmScale.toFixed(2) + ')' : r.headGemmScale.toFixed(2)).padStart(15)} | `
     + `${r.calibration.gemmScale.toFixed(2).padStart(14)}  ${(100 * r.baselineMfu).toFixed(1).padStart(7)}%  ${(100 * r.optimisedMfu).toFixed(1).padStart(8)}%  `
     + `${(r.endpointsWithin2Points ? 'ok' : 'MISS').padStart(9)} | ${r.headLayerEquivalents.toFixed(2).padStart(14)}  ${r.heaviestStage.toFixed(2).padStart(14)} | `
-    + `${String(r.rankAnyLayout).padStart(15)}  ${String(r.rankPaperLayout).padStart(12)} | ${(100 * r.depthAdvantage[0]).toFixed(1)}%`);
+    + `${String(r.rankAnyLayout).padStart(15)}  ${String(r.rankPaperLayout).padStart(12)} | ${(100 * r.depthAdvantage).toFixed(1)}%, ${(100 * r.depthAdvantageBestLayouts).toFixed(1)}%`);
 }
