@@ -44,7 +44,7 @@ test('export: real Megatron / MindSpeed flag names', () => {
   const ms = exportArgs(plan, 'mindspeed').args.join(' ');
   for (const f of ['--tensor-model-parallel-size 8', '--pipeline-model-parallel-size 16', '--expert-model-parallel-size 4', '--moe-tp-extend-ep',
     '--num-layers-per-virtual-pipeline-stage 2', '--moe-hierarchical-alltoallv', '--swap-attention', '--recompute-mla-up-proj',
-    '--recompute-activation-function', '--noop-layers 61,62,63', '--num-layers 64', '--num-experts 256', '--moe-router-topk 8'])
+    '--recompute-activation-function', '--noop-layers 31,62,63', '--num-layers 64', '--num-experts 256', '--moe-router-topk 8'])
     assert.ok(ms.includes(f), f);
   const meg = exportArgs(planFromFlags({ baseline: true }), 'megatron').args.join(' ');
   for (const f of ['--expert-model-parallel-size 32', '--recompute-granularity full', '--recompute-method uniform', '--multi-latent-attention', '--mtp-num-layers 1'])

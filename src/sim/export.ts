@@ -2,7 +2,9 @@
 // MindSpeed-LLM (Ascend/MindSpeed feature flags, pangu-ultra-moe.md §11). Pure: returns the
 // argument list plus comments for settings that have no flag in the target framework.
 import type { ModelConfig } from '../model/config.ts';
-import type { Plan } from './plan.ts';
+import { simulatePlan, type Plan } from './plan.ts';
+import { layoutChunks, megatronLayout, noopLayers } from './pp-layout.ts';
+import { defaultSchedule } from './schedule.ts';
 import { resolveConfig } from '../model/config.ts';
 
 export type ExportFormat = 'megatron' | 'mindspeed';
@@ -59,16 +61,37 @@ export function exportArgs(plan: Plan, format: ExportFormat): ExportResult {
   if (l.tp > 1) args.push('--sequence-parallel');
   if (format === 'megatron' && l.ep > 1) args.push('--expert-tensor-parallel-size 1');
   if (extendEp) args.push('--moe-tp-extend-ep');
-  const perChunk = Math.ceil(cfg.numLayers / (l.pp * l.vpp));
   let numLayers = cfg.numLayers;
-  if (l.vpp > 1) args.push(`--num-layers-per-virtual-pipeline-stage ${perChunk}`);
-  if (cfg.numLayers % (l.pp * l.vpp) !== 0) {
-    const padded = perChunk * l.pp * l.vpp;
-    if (format === 'mindspeed') {
-      args.push(`--noop-layers ${Array.from({ length: padded - cfg.numLayers }, (_, i) => cfg.numLayers + i).join(',')}`);
-      notes.push(`num-layers padded from ${cfg.numLayers} to ${padded} with noop layers at the end`);
-      numLayers = padded;
-    } else notes.push(`${cfg.numLayers} layers do not divide PP×VPP=${l.pp * l.vpp}: use --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers to balance`);
+  const schedule = o.schedule ?? defaultSchedule(l.pp, l.vpp);
+  if (l.pp > 1 && schedule !== 'dualpipe') {
+    // the stage split the simulation assumed (lighter last stage for the output heads), written so the framework
+    // builds the same stages: Megatron's custom layout, or MindSpeed's per-chunk padding with no-op layers
+    const st = simulatePlan(plan).stages;
+    const chunks = layoutChunks(cfg.numLayers, cfg.numMtpLayers, l.pp, l.vpp, { per: st.perStage, last: st.lastStage });
+    const counts = Array.from({ length: l.pp }, (_, p) => chunks.filter((_, c) => c % l.pp === p).reduce((a, c) => a + c.decoder + c.mtp, 0));
+    notes.push(`stage split as simulated: ${counts.join(',')} layers per stage (incl. ${cfg.numMtpLayers} MTP), output heads on stage ${l.pp - 1}`);
+    if (format === 'megatron') args.push(`--pipeline-model-parallel-layout "${megatronLayout(chunks)}"`);
+    else {
+      const nl = noopLayers(chunks);
+      if (l.vpp > 1) args.push(`--num-layers-per-virtual-pipeline-stage ${nl.perChunk}`);
+      if (nl.noop.length) {
+        args.push(`--noop-layers ${nl.noop.join(',')}`);
+        notes.push(`num-layers padded from ${cfg.numLayers} to ${nl.numLayers} with no-op layers where the split leaves slots empty`);
+        numLayers = nl.numLayers;
+      }
+      if (cfg.numMtpLayers > 0 && chunks[chunks.length - 1].mtp === 0) notes.push('MindSpeed runs the MTP layers on the last stage; the simulated split put them earlier');
+    }
+  } else if (l.pp > 1) {
+    const perChunk = Math.ceil(cfg.numLayers / (l.pp * l.vpp));
+    if (l.vpp > 1) args.push(`--num-layers-per-virtual-pipeline-stage ${perChunk}`);
+    if (cfg.numLayers % (l.pp * l.vpp) !== 0) {
+      const padded = perChunk * l.pp * l.vpp;
+      if (format === 'mindspeed') {
+        args.push(`--noop-layers ${Array.from({ length: padded - cfg.numLayers }, (_, i) => cfg.numLayers + i).join(',')}`);
+        notes.push(`num-layers padded from ${cfg.numLayers} to ${padded} with noop layers at the end`);
+        numLayers = padded;
+      } else notes.push(`${cfg.numLayers} layers do not divide PP×VPP=${l.pp * l.vpp}: use --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers to balance`);
+    }
   }
   args.push(...modelArgs(cfg, l.seqLen, numLayers));
   // Megatron-LM --fp8-recipe (megatron/training/arguments.py: delayed | tensorwise | mxfp8 | blockwise)
