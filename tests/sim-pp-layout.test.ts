@@ -71,6 +71,10 @@ test('property: every split round-trips through the layout string and the no-op 
 });
 
 test('export writes the split the simulation assumed (Megatron layout and MindSpeed no-ops)', () => {
+  // the paper's plan: 4 layers on each of stages 0-14, 2 (one decoder layer + MTP) + the heads on stage 15
+  const paper = simulatePlan(planFromFlags({})).stages;
+  assert.is(paper.perStage, 4);
+  assert.is(paper.lastStage, 2);
   for (const flags of [{}, { pp: '8', vpp: '1', tp: '8', ep: '32' }, { model: 'deepseek-v3-671b', device: 'h100-sxm', devices: '1024', tp: '1', pp: '16', vpp: '1', ep: '64' }]) {
     const plan = planFromFlags(flags);
     const st = simulatePlan(plan).stages, pp = plan.layout.pp;

@@ -33,6 +33,8 @@ export function formatResult(r: SimResult, title: string): string {
     `  MFU       ${(100 * r.mfu).toFixed(1)}%   (HFU ${(100 * r.hfu).toFixed(1)}%)`,
     `  tokens/s  ${(r.tokensPerSecond / 1e6).toFixed(3)} M   (${(r.tokensPerSecond / r.devices).toFixed(0)} per device)`,
     `  step      ${r.stepTimeSeconds.toFixed(2)} s   bubble ${(100 * r.bubbleFraction).toFixed(1)}% of the ideal time`,
+    ...(l.pp > 1 ? [`  stages    ${r.stages.perStage} layers per stage, ${r.stages.lastStage} on the last + output heads worth ${r.stages.headLayerEquivalents.toFixed(2)} layers of time`
+      + ` (heaviest ${Math.max(r.stages.perStage, r.stages.lastStage + r.stages.headLayerEquivalents).toFixed(2)} layer-equivalents; layers include MTP)`] : []),
     `  memory    ${(m.total / GiB).toFixed(1)} / ${(m.capacity / GiB).toFixed(0)} GiB per device${m.fits ? '' : '  ** DOES NOT FIT **'}: weights ${(m.weights / GiB).toFixed(1)}, grads ${(m.gradients / GiB).toFixed(1)}, optimizer ${(m.optimizer / GiB).toFixed(1)}, activations ${(m.activations / GiB).toFixed(1)}, reserved ${(m.reserved / GiB).toFixed(1)}${m.hostSwap ? `; host swap ${(m.hostSwap / GiB).toFixed(1)} GiB` : ''}`,
     '  time breakdown (per iteration):',
     ...rows.filter(([, v]) => v > 0).map(([k, v]) => `    ${k.padEnd(20)} ${v.toFixed(3).padStart(9)} s ${pct(v)}`),
@@ -54,7 +56,7 @@ export async function run(argv: string[]): Promise<number> {
         model: plan.model, device: plan.device, devices: plan.devices, layout: r.layout,
         mfu: r.mfu, hfu: r.hfu, tokensPerSecond: r.tokensPerSecond, stepTimeSeconds: r.stepTimeSeconds,
         peakMemoryBytes: r.peakMemoryBytes, fitsMemory: r.memory.fits, flopsPerToken: r.flopsPerToken,
-        bubbleFraction: r.bubbleFraction, time: r.time, memory: r.memory, options: { ...plan.options, calibration: plan.options.calibration },
+        bubbleFraction: r.bubbleFraction, stages: r.stages, time: r.time, memory: r.memory, options: { ...plan.options, calibration: plan.options.calibration },
       }));
     } else console.log(formatResult(r, `${plan.model} on ${plan.devices} × ${plan.device}`));
     return 0;
