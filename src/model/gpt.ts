@@ -12,7 +12,7 @@ import { tf } from '../backend/tf.ts';
 import { ConfigError, type ModelConfig } from './config.ts';
 import { GradStore, ParamStore, type ForwardContext } from './module.ts';
 import { SavedActivations } from './saved.ts';
-import { initEmbedding, makeInitWeight, seedOf, type InitWeight } from './init.ts';
+import { initEmbedding, makeInitWeight, seedOf, type InitMemo, type InitWeight } from './init.ts';
 import { Embedding } from './embedding.ts';
 import { TransformerBlock, type MoEFactory, type MoELike } from './block.ts';
 import { OutputHead } from './head.ts';
@@ -25,6 +25,8 @@ export interface SavedReportEntry { record: string; name: string; shape: number[
 export interface MoEGPTOptions {
   /** Builds the MoE layers (default: src/model/moe's MoELayer, see moe-factory.ts). */
   makeMoE?: MoEFactory;
+  /** Shares the random draws with other models built with the same memo (replicas; init.ts InitMemo). */
+  initMemo?: InitMemo;
 }
 
 export class MoEGPT {
@@ -42,8 +44,8 @@ export class MoEGPT {
   constructor(readonly cfg: ModelConfig, readonly seed: number, opts: MoEGPTOptions = {}) {
     if (cfg.dropout > 0) throw new ConfigError([`dropout ${cfg.dropout}: dropout is not implemented in src/model (all presets use 0)`]);
     const makeMoE = opts.makeMoE ?? defaultMoEFactory();
-    this.initWeight = makeInitWeight(cfg, seed);
-    this.params.add('embedding.weight', initEmbedding(cfg, seed, 'embedding.weight'), { decay: false });
+    this.initWeight = makeInitWeight(cfg, seed, opts.initMemo);
+    this.params.add('embedding.weight', initEmbedding(cfg, seed, 'embedding.weight', opts.initMemo), { decay: false });
     this.embedding = new Embedding(this.params, 'embedding.weight');
     for (let l = 0; l < cfg.numLayers; l++)
       this.blocks.push(new TransformerBlock(cfg, l, this.params, `layers.${l}`, this.initWeight, makeMoE));

@@ -33,14 +33,39 @@ export function initStd(cfg: ModelConfig, role: InitRole): number {
   return role === 'out' ? 0.02 / Math.sqrt(2 * L) : 0.02;
 }
 
-/** The `initWeight` of a model: N(0, initStd(role)), seeded by (modelSeed, seed). */
-export function makeInitWeight(cfg: ModelConfig, modelSeed: number): InitWeight {
-  return (shape, role, seed) => tf.randomNormal(shape, 0, initStd(cfg, role), 'float32', mixSeed(modelSeed, seed));
+/**
+ * Memo of initial draws, for building many replicas of one seeded model (parallel/replica.ts): a
+ * draw N(0, std) of a shape and mixed seed runs once (tfjs's seeded randomNormal is slow JS, ~0.7 s
+ * per `tiny`); later identical draws get a tensor sharing its data, so every replica starts from
+ * bit-identical weights. Sharing is safe: tensors are immutable and optimizers assign fresh ones.
+ * dispose() drops the memo's references (the parameters keep theirs); later draws are not memoised.
+ */
+export class InitMemo {
+  private readonly draws = new Map<string, tf.Tensor>();
+  private disposed = false;
+
+  randomNormal(shape: number[], std: number, seed: number): tf.Tensor {
+    if (this.disposed) return tf.randomNormal(shape, 0, std, 'float32', seed);
+    const key = `${shape.join('x')}|${std}|${seed}`;
+    let t = this.draws.get(key);
+    if (!t) this.draws.set(key, (t = tf.keep(tf.randomNormal(shape, 0, std, 'float32', seed))));
+    return tf.reshape(t, shape); // shares t's data (no copy)
+  }
+
+  dispose(): void { for (const t of this.draws.values()) t.dispose(); this.draws.clear(); this.disposed = true; }
+}
+
+const normal = (shape: number[], std: number, seed: number, memo?: InitMemo) =>
+  (memo ? memo.randomNormal(shape, std, seed) : tf.randomNormal(shape, 0, std, 'float32', seed));
+
+/** The `initWeight` of a model: N(0, initStd(role)), seeded by (modelSeed, seed); `memo` shares draws between replicas. */
+export function makeInitWeight(cfg: ModelConfig, modelSeed: number, memo?: InitMemo): InitWeight {
+  return (shape, role, seed) => normal(shape, initStd(cfg, role), mixSeed(modelSeed, seed), memo);
 }
 
 /** Embedding table [V, H] ~ N(0, cfg.embeddingStd). */
-export function initEmbedding(cfg: ModelConfig, modelSeed: number, name: string): tf.Tensor {
-  return tf.randomNormal([cfg.vocabSize, cfg.hiddenSize], 0, cfg.embeddingStd, 'float32', mixSeed(modelSeed, seedOf(name)));
+export function initEmbedding(cfg: ModelConfig, modelSeed: number, name: string, memo?: InitMemo): tf.Tensor {
+  return normal([cfg.vocabSize, cfg.hiddenSize], cfg.embeddingStd, mixSeed(modelSeed, seedOf(name)), memo);
 }
 
 /** Initial gain of a norm: 1, or c/sqrt(L) for the DSSN post-norms. */

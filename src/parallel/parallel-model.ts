@@ -31,6 +31,7 @@ import { groupsOf, resolveDims, type GroupKind, type ProcessGroup } from '../dev
 import type { Allocation } from '../device/memory.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { MoEGPT } from '../model/gpt.ts';
+import { InitMemo } from '../model/init.ts';
 import { GradStore, type ForwardContext, type Module, type ParamStore, type RouterStats } from '../model/module.ts';
 import { SavedActivations } from '../model/saved.ts';
 import { resolveLayout, type ParallelSpec, type ResolvedLayout } from './layout.ts';
@@ -72,6 +73,8 @@ export interface ParallelModelOptions {
   owns?: (name: string) => boolean;
   /** the clock ordering the ops (a pipeline stage passes one that also waits for received messages) */
   clock?: StepClock;
+  /** random draws shared with other models of the same seed (the other pipeline stages); default: one memo for this model's replicas */
+  initMemo?: InitMemo;
 }
 
 export interface ParallelStepReport {
@@ -153,7 +156,10 @@ export class ParallelModel implements PhaseHost {
     this.groups = { dp: groups('dp'), dpcp: groups('dp-cp'), cp: groups('cp'), ep: groups('ep'), edp: groups('edp'), tp: groups('tp'), tpcp: groups('tp-cp'), tpdp: world };
     this.clock = opts.clock ?? new StepClock(cluster);
     this.tpMaps = new TPMappings(cluster, this.groups.tp, this.clock);
-    for (let r = 0; r < L.world; r++) this.buildRank(r);
+    // every rank starts from the same seeded weights: draw them once, not once per replica
+    const memo = opts.initMemo ?? new InitMemo();
+    for (let r = 0; r < L.world; r++) this.buildRank(r, memo);
+    if (!opts.initMemo) memo.dispose();
     if (L.tp > 1) {
       this.vpEmbedding = new VocabParallelEmbedding(this.tpMaps, this.params, 'embedding.weight', cfg.vocabSize);
       this.vpHead = new VocabParallelHead(this.tpMaps, this.params, 'lmHead.weight', cfg.vocabSize);
@@ -170,8 +176,8 @@ export class ParallelModel implements PhaseHost {
   rankIn(groups: ProcessGroup[], rank: number): number { return groups.find((g) => g.ranks.includes(rank))!.ranks.indexOf(rank); }
 
   /** Replica with the same seed as the single-device model, cut to this rank's shards (replica.ts). */
-  private buildRank(r: number): void {
-    const x = buildReplica(this.cfg, this.opts.seed, this.layout, this.rankIn(this.groups.tp, r), this.rankIn(this.groups.ep, r));
+  private buildRank(r: number, memo: InitMemo): void {
+    const x = buildReplica(this.cfg, this.opts.seed, this.layout, this.rankIn(this.groups.tp, r), this.rankIn(this.groups.ep, r), memo);
     x.expert.forEach((n) => this.expertParams.add(n));
     x.tpSharded.forEach((n) => this.tpShardedParams.add(n));
     x.tpPartial.forEach((n) => this.tpPartialParams.add(n));

@@ -5,6 +5,7 @@
 // Parameter names stay the single-device names; only shapes change.
 import { tf } from '../backend/tf.ts';
 import type { ModelConfig } from '../model/config.ts';
+import type { InitMemo } from '../model/init.ts';
 import { MoEGPT } from '../model/gpt.ts';
 import { ParamStore, type Module } from '../model/module.ts';
 import { GroupedExperts } from '../model/moe/experts.ts';
@@ -26,8 +27,9 @@ export interface RankReplica {
 
 let uid = 0;
 
-export function buildReplica(cfg: ModelConfig, seed: number, L: ResolvedLayout, tpRank: number, epRank: number): RankReplica {
-  const model = new MoEGPT(cfg, seed), P = model.params;
+/** `memo`: draws shared with the other replicas of the seed (init.ts InitMemo); same weights, drawn once. */
+export function buildReplica(cfg: ModelConfig, seed: number, L: ResolvedLayout, tpRank: number, epRank: number, memo?: InitMemo): RankReplica {
+  const model = new MoEGPT(cfg, seed, { initMemo: memo }), P = model.params;
   const { first, count } = localExperts(epRank, cfg.moe.numExperts, L.ep);
   const out: RankReplica = { model, attn: [], mlp: [], moe: new Map(), expert: [], tpSharded: [], tpPartial: [] };
   const note = (m: { sharded: string[]; partial: string[] }) => {

@@ -10,6 +10,7 @@ import { Cluster } from '../device/cluster.ts';
 import { resolveSpec } from '../device/spec-file.ts';
 import type { DeviceSpec } from '../device/specs.ts';
 import type { MoEGPT } from '../model/gpt.ts';
+import { InitMemo } from '../model/init.ts';
 import type { GradStore, RouterStats } from '../model/module.ts';
 import { exposedSwap } from '../parallel/exec/report.ts';
 import { execLayout } from '../parallel/exec/layout.ts';
@@ -139,8 +140,16 @@ export class PipelineEngine {
   /** A pp × tp/dp/ep step (train/pp-parallel.ts); the first step is also run once in the other overlap mode for the summary (unless --overlap-compare off). */
   private stepStages(model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PipelineStepResult {
     const M = mbs.length;
-    this.runner ??= new PPParallelRunner(model, this.flags, this.spec, M * mbs[0].batch, mbs[0].seqLen, M, 1);
-    if (this.steps === 0 && this.flags.compareOverlap !== false) this.pp.other = this.otherMode(model, mbs);
+    if (!this.runner) {
+      // both runners (this one and the comparison run's) start from the same seeded replicas: draw them once
+      const f = this.flags, memo = new InitMemo(), compare = f.compareOverlap !== false && f.inner!.ep >= 2 && f.schedule !== 'gpipe';
+      let other: PPParallelRunner | null = null;
+      try {
+        this.runner = new PPParallelRunner(model, f, this.spec, M * mbs[0].batch, mbs[0].seqLen, M, 1, memo);
+        if (compare) other = new PPParallelRunner(model, { ...f, overlap: !f.overlap }, this.spec, M * mbs[0].batch, mbs[0].seqLen, M, 1, memo);
+      } finally { memo.dispose(); }
+      if (other) this.pp.other = this.otherMode(other, model, mbs);
+    }
     const r = this.runner.step(model, mbs), rep = r.report;
     this.steps++; this.sumBubble += rep.bubbleFraction; this.sumSeconds += rep.stepSeconds;
     r.perDevicePeakByCategory.forEach((c, d) => { const o = (this.peaks[d] ??= {}); for (const [k, v] of Object.entries(c)) o[k] = Math.max(o[k] ?? 0, v); });
@@ -161,11 +170,9 @@ export class PipelineEngine {
     };
   }
 
-  /** The same batch on the same weights with the other --overlap mode (numbers discarded, timeline measured). */
-  private otherMode(model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PPStagesSummary['otherMode'] {
-    const f = this.flags, inner = f.inner!;
-    if (inner.ep < 2 || f.schedule === 'gpipe') return null;
-    const other = new PPParallelRunner(model, { ...f, overlap: !f.overlap }, this.spec, mbs.length * mbs[0].batch, mbs[0].seqLen, mbs.length, 1);
+  /** The same batch on the same weights with the other --overlap mode on runner `other` (numbers discarded, timeline measured; disposes it). */
+  private otherMode(other: PPParallelRunner, model: MoEGPT, mbs: { tokens: Int32Array; targets: Int32Array; batch: number; seqLen: number }[]): PPStagesSummary['otherMode'] {
+    const f = this.flags;
     try {
       const r = other.step(model, mbs);
       r.grads.dispose();

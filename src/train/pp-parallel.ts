@@ -17,6 +17,7 @@ import { tf } from '../backend/tf.ts';
 import { Cluster } from '../device/cluster.ts';
 import type { DeviceSpec } from '../device/specs.ts';
 import type { MoEGPT } from '../model/gpt.ts';
+import type { InitMemo } from '../model/init.ts';
 import { GradStore } from '../model/module.ts';
 import { MoELayer } from '../model/moe/moe-layer.ts';
 import type { ParallelModel } from '../parallel/parallel-model.ts';
@@ -81,13 +82,14 @@ export class PPParallelRunner {
   readonly model: PipelineParallelModel;
   private readonly indexCache = new Map<string, Int32Array[]>();
 
-  constructor(host: MoEGPT, readonly flags: PipelineFlags, spec: DeviceSpec, globalBatch: number, seqLen: number, microBatches: number, seed: number) {
+  /** `initMemo`: the seeded initial draws shared with another runner of the same seed (the overlap comparison run) */
+  constructor(host: MoEGPT, readonly flags: PipelineFlags, spec: DeviceSpec, globalBatch: number, seqLen: number, microBatches: number, seed: number, initMemo?: InitMemo) {
     const f = flags, inner = f.inner!;
     const world = f.pp * inner.tp * inner.cp * inner.dp;
     this.cluster = new Cluster({ spec, nodes: Math.ceil(world / spec.devicesPerNode), devicesPerNode: Math.min(world, spec.devicesPerNode) });
     this.model = new PipelineParallelModel(host.cfg, this.cluster, {
       layout: { pp: f.pp, tp: inner.tp, cp: inner.cp, dp: inner.dp, ep: inner.ep, etp: 1 }, vpp: f.vpp, schedule: f.schedule, seed,
-      dispatcher: f.dispatcher, sequenceParallel: f.sequenceParallel, globalBatch, seqLen, microBatches, overlap: f.overlap,
+      dispatcher: f.dispatcher, sequenceParallel: f.sequenceParallel, globalBatch, seqLen, microBatches, overlap: f.overlap, initMemo,
       // selective recompute (local classes) / swap per device (parallel/pp/stage-memory.ts; the flags refused the rest)
       ...(f.recompute !== 'none' || f.swap !== 'none' ? { memory: { recompute: f.recompute, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction } } : {}),
     });

@@ -19,6 +19,7 @@
 import { tf } from '../../backend/tf.ts';
 import type { Cluster } from '../../device/cluster.ts';
 import type { ModelConfig } from '../../model/config.ts';
+import { InitMemo } from '../../model/init.ts';
 import type { ForwardContext, RouterStats } from '../../model/module.ts';
 import { cpShard } from '../cp/chunking.ts';
 import { CPAttention } from '../cp/cp-attention.ts';
@@ -51,6 +52,8 @@ export interface PipelineParallelOptions {
   overlap?: boolean;
   /** selective recompute / swap per device (stage-memory.ts; classes of stage-memory-rules.ts); numerics unchanged */
   memory?: StageMemoryOptions;
+  /** random draws shared with other models of the same seed (the trainer's second runner); default: one memo for all stages */
+  initMemo?: InitMemo;
 }
 
 export interface PipelineStepReport extends ParallelStepReport {
@@ -98,16 +101,18 @@ export class PipelineParallelModel {
     this.filler = this.overlap ? new GapFiller(cluster.timeline) : null;
     const lay = execLayout(cfg, 1, 1, {});
     this.partition = partitionLayers(Array.from({ length: cfg.numLayers }, (_, l) => lay.layerFlops.get(l) ?? 0), L.pp, this.vpp);
+    const memo = opts.initMemo ?? new InitMemo();   // every stage's replicas start from the same seeded weights, drawn once
     for (let s = 0; s < L.pp; s++) {
       const devs = Array.from({ length: n }, (_, i) => s * n + i), view = stageCluster(cluster, devs, this.filler), clock = new PipeClock(view, this.filler);
       this.devices.push(devs); this.clocks.push(clock);
       this.stages.push(new ParallelModel(cfg, view, {
         layout: this.inner, seed: opts.seed, dispatcher: opts.dispatcher, sequenceParallel: opts.sequenceParallel,
-        globalBatch: opts.globalBatch, seqLen: opts.seqLen, microBatches: opts.microBatches, clock, owns: (name) => this.ownerStages(name).has(s),
+        globalBatch: opts.globalBatch, seqLen: opts.seqLen, microBatches: opts.microBatches, clock, owns: (name) => this.ownerStages(name).has(s), initMemo: memo,
       }));
       this.memory.push(null);
       this.setStageMemory(s, opts.memory ?? null);
     }
+    if (!opts.initMemo) memo.dispose();
   }
 
   /** Replace stage s's recompute/swap (null or nothing selected: none); e.g. the --memory-budget plan per stage (stage-budget.ts). */
