@@ -7,6 +7,6 @@ export const PLAN_OPTIONS = {
   mbs: { type: 'string' }, gbs: { type: 'string' }, seq: { type: 'string' },
   recompute: { type: 'string' }, 'recompute-modules': { type: 'string' }, swap: { type: 'string' }, a2a: { type: 'string' },
   overlap: { type: 'string' }, imbalance: { type: 'string' }, 'dist-opt': { type: 'string' }, 'tp-overlap': { type: 'string' },
-  schedule: { type: 'string' }, dtype: { type: 'string' }, flops: { type: 'string' }, baseline: { type: 'boolean', default: false },
+  schedule: { type: 'string' }, 'pp-layout': { type: 'string' }, dtype: { type: 'string' }, flops: { type: 'string' }, baseline: { type: 'boolean', default: false },
   json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
 } as const satisfies Options;

@@ -19,6 +19,7 @@ import { bwdKernels, fwdKernels, layerKernels, recomputeKernels, type LayerKerne
 import { memoryBreakdown, recomputeSet } from './memory.ts';
 import type { ModelCost } from './model-cost.ts';
 import { bubbleTime, defaultSchedule, stageSplit } from './schedule.ts';
+import { layoutSplit, parseLayout } from './pp-layout.ts';
 import type { ParallelLayout, SimOptions, SimResult, TimeBreakdown } from './types.ts';
 
 const BETA = 2; // bf16 activations on the wire
@@ -64,6 +65,19 @@ const kernelsOf = (cfg: ModelCost['cfg']): LayerKernels => {
   if (!lk) kernelCache.set(cfg, (lk = layerKernels(cfg)));
   return lk;
 };
+
+const layoutSplits = new Map<string, { per: number; last: number }>();
+/** The {per, last} split of a pipeline layout string (validated by plan.ts; invalid ones throw here). */
+function splitOfLayout(layout: string, decoder: number, mtp: number, pp: number, vpp: number): { per: number; last: number } {
+  const key = `${layout}|${decoder}|${mtp}|${pp}|${vpp}`;
+  let s = layoutSplits.get(key);
+  if (!s) {
+    const { chunks, problems } = parseLayout(layout, decoder, mtp, pp, vpp);
+    if (problems.length) throw new Error(`invalid pipeline layout:\n  - ${problems.join('\n  - ')}`);
+    layoutSplits.set(key, (s = layoutSplit(chunks, pp)));
+  }
+  return s;
+}
 
 /** Simulate one training iteration. Does not validate the layout (see layout.ts). */
 export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: DeviceSpec): SimResult {
@@ -253,7 +267,7 @@ export function simulate(mc: ModelCost, l: ParallelLayout, o: SimOptions, spec: 
   const layerSum = avg('compute') + avg('tp') + avg('ep') + avg('cp') + avg('recompute') + avg('swap') + avg('fixed');
   // stage split balanced on time: the head counts as head/layerSum layers on the last stage
   const paired = schedule === 'dualpipe';
-  const split = stageSplit(n, l.pp, l.vpp, layerSum > 0 ? head / layerSum : 0, paired);
+  const split = o.ppLayout ? splitOfLayout(o.ppLayout, cfg.numLayers, cfg.numMtpLayers, l.pp, l.vpp) : stageSplit(n, l.pp, l.vpp, layerSum > 0 ? head / layerSum : 0, paired);
   const per = split.per;
   const lastLayers = split.last;
   // the heaviest rank: a full stage, or the last stage with the head (DualPipe: rank 0 runs the first and the

@@ -3,7 +3,7 @@
 // argument list plus comments for settings that have no flag in the target framework.
 import type { ModelConfig } from '../model/config.ts';
 import { simulatePlan, type Plan } from './plan.ts';
-import { layoutChunks, megatronLayout, noopLayers } from './pp-layout.ts';
+import { layoutChunks, megatronLayout, noopLayers, parseLayout } from './pp-layout.ts';
 import { defaultSchedule } from './schedule.ts';
 import { resolveConfig } from '../model/config.ts';
 
@@ -67,11 +67,17 @@ export function exportArgs(plan: Plan, format: ExportFormat): ExportResult {
     // the stage split the simulation assumed (lighter last stage for the output heads), written so the framework
     // builds the same stages: Megatron's custom layout, or MindSpeed's per-chunk padding with no-op layers
     const st = simulatePlan(plan).stages;
-    const chunks = layoutChunks(cfg.numLayers, cfg.numMtpLayers, l.pp, l.vpp, { per: st.perStage, last: st.lastStage });
+    const chunks = o.ppLayout ? parseLayout(o.ppLayout, cfg.numLayers, cfg.numMtpLayers, l.pp, l.vpp).chunks
+      : layoutChunks(cfg.numLayers, cfg.numMtpLayers, l.pp, l.vpp, { per: st.perStage, last: st.lastStage });
     const counts = Array.from({ length: l.pp }, (_, p) => chunks.filter((_, c) => c % l.pp === p).reduce((a, c) => a + c.decoder + c.mtp, 0));
     notes.push(`stage split as simulated: ${counts.join(',')} layers per stage (incl. ${cfg.numMtpLayers} MTP), output heads on stage ${l.pp - 1}`);
-    if (format === 'megatron') args.push(`--pipeline-model-parallel-layout "${megatronLayout(chunks)}"`);
-    else {
+    const mtpLast = cfg.numMtpLayers === 0 || chunks[chunks.length - 1].mtp === cfg.numMtpLayers;
+    if (format === 'megatron') args.push(`--pipeline-model-parallel-layout "${o.ppLayout ?? megatronLayout(chunks)}"`);
+    else if (!mtpLast) {
+      // MindSpeed appends MTP on the last stage; a layout with MTP elsewhere needs MindSpeed's layout feature
+      args.push(`--pipeline-model-parallel-layout "${o.ppLayout ?? megatronLayout(chunks)}"`);
+      notes.push('MTP layers before the last chunk: uses MindSpeed\'s --pipeline-model-parallel-layout feature (incompatible with --noop-layers and dualpipev)');
+    } else {
       const nl = noopLayers(chunks);
       if (l.vpp > 1) args.push(`--num-layers-per-virtual-pipeline-stage ${nl.perChunk}`);
       if (nl.noop.length) {
@@ -79,7 +85,6 @@ export function exportArgs(plan: Plan, format: ExportFormat): ExportResult {
         notes.push(`num-layers padded from ${cfg.numLayers} to ${nl.numLayers} with no-op layers where the split leaves slots empty`);
         numLayers = nl.numLayers;
       }
-      if (cfg.numMtpLayers > 0 && chunks[chunks.length - 1].mtp === 0) notes.push('MindSpeed runs the MTP layers on the last stage; the simulated split put them earlier');
     }
   } else if (l.pp > 1) {
     const perChunk = Math.ceil(cfg.numLayers / (l.pp * l.vpp));

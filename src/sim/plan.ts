@@ -10,6 +10,7 @@ import { modelCost } from './model-cost.ts';
 import { simulate } from './cost-model.ts';
 import { PAPER_DEVICE, PAPER_MODEL, PAPER_OPTIMISED_OPTIONS, PAPER_BASELINE_OPTIONS, paperLayout } from './paper.ts';
 import { defaultSchedule } from './schedule.ts';
+import { expandLayout, parseLayout } from './pp-layout.ts';
 import { DEFAULT_OPTIONS, RECOMPUTE_MODULES, type ParallelLayout, type RecomputeModule, type Schedule, type SimOptions, type SimResult } from './types.ts';
 
 export interface Plan {
@@ -35,7 +36,7 @@ export interface PlanFlags {
   tp?: string; pp?: string; vpp?: string; ep?: string; cp?: string; mbs?: string; gbs?: string; seq?: string;
   recompute?: string; 'recompute-modules'?: string; swap?: string; a2a?: string; overlap?: string;
   imbalance?: string; 'dist-opt'?: string; schedule?: string; dtype?: string; flops?: string; baseline?: boolean;
-  'tp-overlap'?: string;
+  'tp-overlap'?: string; 'pp-layout'?: string;
 }
 
 const SCHEDULES: Schedule[] = ['gpipe', '1f1b', 'interleaved', 'zero-bubble', 'dualpipe'];
@@ -63,6 +64,7 @@ export function planFromFlags(f: PlanFlags): Plan {
   const spec = CATALOG[device] ? getSpec(device) : FALLBACK_SPEC;
   const seq = num('seq', f.seq, isPaper ? 4096 : Math.min(4096, cfg.maxSeqLen));
   const layoutGiven = ['tp', 'pp', 'vpp', 'ep', 'cp', 'mbs'].some((k) => f[k as keyof PlanFlags] !== undefined);
+  if (o.ppLayout && !isPaper && f.pp === undefined) problems.push('--pp-layout needs --pp (and the other layout flags) for this model');
   let layout: ParallelLayout;
   if (isPaper && !layoutGiven) {
     layout = { ...paperLayout(devices), seqLen: seq, dp: devices / (8 * 16) };
@@ -79,6 +81,11 @@ export function planFromFlags(f: PlanFlags): Plan {
       const best = bestLayout(cfg, devices, spec, o, layout.globalBatch, seq);
       if (best) layout = best;
     }
+  }
+  if (o.ppLayout) {
+    // Megatron derives VPP from the layout: chunks / PP
+    const chunks = expandLayout(o.ppLayout.replace(/\s/g, '')).length;
+    if (f.vpp === undefined && chunks % layout.pp === 0) layout.vpp = chunks / layout.pp;
   }
   const plan: Plan = { model, device, devices, layout, options: o };
   const all = [...problems, ...planProblems(plan).filter((x) => !problems.includes(x))];
@@ -98,6 +105,10 @@ export function planProblems(p: Plan): string[] {
   let cfg: ModelConfig;
   try { cfg = resolveConfig(p.model, p.overrides ?? {}); } catch (e) { return [...problems, (e as Error).message]; }
   problems.push(...layoutProblems(cfg, p.layout, p.devices, CATALOG[p.device] ?? FALLBACK_SPEC));
+  if (p.options.ppLayout !== undefined) {
+    if ((p.options.schedule ?? defaultSchedule(p.layout.pp, p.layout.vpp)) === 'dualpipe') problems.push('a pipeline layout (--pp-layout) cannot be combined with the DualPipe schedule');
+    problems.push(...parseLayout(p.options.ppLayout, cfg.numLayers, cfg.numMtpLayers, p.layout.pp, p.layout.vpp).problems);
+  }
   return problems;
 }
 
@@ -156,6 +167,7 @@ export function optionsFromFlags(f: PlanFlags, base: SimOptions, problems: strin
     if (!['bf16', 'fp16', 'fp8'].includes(f.dtype)) problems.push(`--dtype must be bf16|fp16|fp8 (got '${f.dtype}')`);
     else { o.dtype = f.dtype as Dtype; o.mfuDtype = 'bf16'; }
   }
+  if (f['pp-layout'] !== undefined) o.ppLayout = f['pp-layout'];
   if (f.flops !== undefined) {
     if (!['causal', 'non-causal'].includes(f.flops)) problems.push(`--flops must be causal|non-causal (got '${f.flops}')`);
     else o.causalFlops = f.flops === 'causal';

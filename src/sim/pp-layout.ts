@@ -83,3 +83,42 @@ export function noopLayers(chunks: Chunk[]): { numLayers: number; perChunk: numb
   chunks.forEach((c, i) => { for (let s = c.decoder; s < perChunk; s++) noop.push(i * perChunk + s); });
   return { numLayers: perChunk * chunks.length, perChunk, noop };
 }
+
+/**
+ * The chunks of a user's layout string for a model of `decoder` + `mtp` layers on `pp` × `vpp` chunks, or every
+ * problem with it: unknown symbols, chunk count, layer counts, E opening the first chunk, L closing the last one,
+ * MTP layers after all decoder layers.
+ */
+export function parseLayout(layout: string, decoder: number, mtp: number, pp: number, vpp: number): { chunks: Chunk[]; problems: string[] } {
+  const problems: string[] = [];
+  const s = layout.replace(/\s/g, '');
+  if (!/^[EtmL|(),*0-9]*$/.test(s)) problems.push(`pipeline layout '${layout}': only E, t, m, L, '|', '(...)*n', 'x*n' and ',' are allowed`);
+  const texts = expandLayout(s);
+  if (!problems.length && texts.some((x) => /[^EtmL]/.test(x))) problems.push(`pipeline layout '${layout}': could not be expanded (nested or unmatched parentheses?)`);
+  if (texts.length !== pp * vpp) problems.push(`pipeline layout has ${texts.length} chunks; PP × VPP = ${pp} × ${vpp} = ${pp * vpp}`);
+  const all = texts.join('');
+  const n = (ch: string) => all.split('').filter((x) => x === ch).length;
+  if (n('t') !== decoder) problems.push(`pipeline layout has ${n('t')} decoder layers (t); the model has ${decoder}`);
+  if (n('m') !== mtp) problems.push(`pipeline layout has ${n('m')} MTP layers (m); the model has ${mtp}`);
+  if (n('E') !== 1 || !texts[0].startsWith('E')) problems.push('pipeline layout: E (embedding) must open the first chunk, once');
+  if (n('L') !== 1 || !texts[texts.length - 1].endsWith('L')) problems.push('pipeline layout: L (loss, output heads) must close the last chunk, once');
+  if (/m.*t/.test(all)) problems.push('pipeline layout: MTP layers (m) must come after every decoder layer (t)');
+  const chunks = texts.map((x) => ({
+    embedding: x.includes('E'), decoder: x.split('t').length - 1, mtp: x.split('m').length - 1, loss: x.includes('L'),
+  }));
+  return { chunks, problems };
+}
+
+/** Layers (decoder + MTP) per stage of a chunk list: chunk c runs on stage c mod pp. */
+export function stageLayerCounts(chunks: Chunk[], pp: number): number[] {
+  const out = new Array<number>(pp).fill(0);
+  chunks.forEach((c, i) => { out[i % pp] += c.decoder + c.mtp; });
+  return out;
+}
+
+/** The {per, last} split of a layout (as `stageSplit` returns it): the heaviest non-last stage and the last stage. */
+export function layoutSplit(chunks: Chunk[], pp: number): { per: number; last: number } {
+  const counts = stageLayerCounts(chunks, pp);
+  if (pp === 1) return { per: counts[0], last: counts[0] };
+  return { per: Math.max(...counts.slice(0, -1)), last: counts[pp - 1] };
+}

@@ -46,6 +46,11 @@ export interface SimOptions {
   dtype: Dtype;
   mfuDtype?: Dtype;
   schedule?: Schedule;
+  /**
+   * pipeline layout as a Megatron `--pipeline-model-parallel-layout` string (E, t, m, L; pp-layout.ts); unset = the
+   * time-balanced split that lightens the last stage for the output heads (schedule.ts `stageSplit`)
+   */
+  ppLayout?: string;
   recompute: RecomputeGranularity;
   /** used when recompute = 'selective' */
   recomputeModules: RecomputeModule[];

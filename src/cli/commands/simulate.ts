@@ -15,6 +15,7 @@ const USAGE = `ultramoe simulate [--model <preset>] [--devices N] [--device <spe
   [--recompute none|selective|full] [--recompute-modules core-attn,mla-up-proj,norm,activation,moe-act,permute]
   [--swap none|attention|optimizer[,..]] [--a2a flat|hierarchical|dedup|allgather] [--overlap on|off] [--imbalance R]
   [--dist-opt on|off] [--tp-overlap F] [--schedule gpipe|1f1b|interleaved|zero-bubble|dualpipe]
+  [--pp-layout "Et*3|(tt|)*29,m|L"]   (Megatron layout string; default: a time-balanced split, lighter last stage)
   [--dtype bf16|fp8] [--flops causal|non-causal] [--save-plan plan.json] [--json]`;
 
 const GiB = 2 ** 30;
@@ -33,7 +34,7 @@ export function formatResult(r: SimResult, title: string): string {
     `  MFU       ${(100 * r.mfu).toFixed(1)}%   (HFU ${(100 * r.hfu).toFixed(1)}%)`,
     `  tokens/s  ${(r.tokensPerSecond / 1e6).toFixed(3)} M   (${(r.tokensPerSecond / r.devices).toFixed(0)} per device)`,
     `  step      ${r.stepTimeSeconds.toFixed(2)} s   bubble ${(100 * r.bubbleFraction).toFixed(1)}% of the ideal time`,
-    ...(l.pp > 1 ? [`  stages    ${r.stages.perStage} layers per stage, ${r.stages.lastStage} on the last + output heads worth ${r.stages.headLayerEquivalents.toFixed(2)} layers of time`
+    ...(l.pp > 1 ? [`  stages    ${r.stages.perStage} layers on the fullest of stages 0-${l.pp - 2}, ${r.stages.lastStage} on the last + output heads worth ${r.stages.headLayerEquivalents.toFixed(2)} layers of time`
       + ` (heaviest ${Math.max(r.stages.perStage, r.stages.lastStage + r.stages.headLayerEquivalents).toFixed(2)} layer-equivalents; layers include MTP)`] : []),
     `  memory    ${(m.total / GiB).toFixed(1)} / ${(m.capacity / GiB).toFixed(0)} GiB per device${m.fits ? '' : '  ** DOES NOT FIT **'}: weights ${(m.weights / GiB).toFixed(1)}, grads ${(m.gradients / GiB).toFixed(1)}, optimizer ${(m.optimizer / GiB).toFixed(1)}, activations ${(m.activations / GiB).toFixed(1)}, reserved ${(m.reserved / GiB).toFixed(1)}${m.hostSwap ? `; host swap ${(m.hostSwap / GiB).toFixed(1)} GiB` : ''}`,
     '  time breakdown (per iteration):',
