@@ -101,13 +101,14 @@ tf.registerGradient({
 });
 
 const tables = new Map<string, { cos: tf.Tensor; sin: tf.Tensor }>();
-/** cos/sin [S, r/2] of a_{s,i} = s·θ^(−2i/r), kept (one pair per (S, r, θ, backend)). */
-function ropeTables(S: number, rotary: number, theta: number): { cos: tf.Tensor; sin: tf.Tensor } {
-  const key = `${tf.getBackend()},${S},${rotary},${theta}`;
+/** cos/sin [S, r/2] of a_{s,i} = pos_s·θ^(−2i/r) (pos_s = s unless `positions` [S] is given: context
+ *  parallelism's global positions), kept (one pair per (S, r, θ, backend, positions)). */
+function ropeTables(S: number, rotary: number, theta: number, positions?: ArrayLike<number>): { cos: tf.Tensor; sin: tf.Tensor } {
+  const key = `${tf.getBackend()},${S},${rotary},${theta}${positions ? `@${Array.from(positions).join(',')}` : ''}`;
   let t = tables.get(key);
   if (!t || t.cos.isDisposed) {
     const h = rotary / 2, c = new Float32Array(S * h), s = new Float32Array(S * h);
-    for (let p = 0; p < S; p++) for (let i = 0; i < h; i++) { const a = p * Math.pow(theta, (-2 * i) / rotary); c[p * h + i] = Math.cos(a); s[p * h + i] = Math.sin(a); }
+    for (let p = 0; p < S; p++) for (let i = 0; i < h; i++) { const a = (positions ? positions[p] : p) * Math.pow(theta, (-2 * i) / rotary); c[p * h + i] = Math.cos(a); s[p * h + i] = Math.sin(a); }
     t = tf.tidy(() => ({ cos: tf.keep(tf.tensor2d(c, [S, h])), sin: tf.keep(tf.tensor2d(s, [S, h])) }));
     tables.set(key, t);
   }
@@ -117,10 +118,12 @@ function ropeTables(S: number, rotary: number, theta: number): { cos: tf.Tensor;
 /** Whether the fused RoPE kernel runs on the active backend (else rope.ts uses the GEMM formulation). */
 export function hasFusedRope(): boolean { return hasKernel(ROPE); }
 
-/** RoPE of x [B, S, n, d] over the last `rotary` dims of each head (inverse: the backward). */
-export function ropeFused(x: tf.Tensor, theta: number, rotary: number, inverse = false): tf.Tensor {
+/** RoPE of x [B, S, n, d] over the last `rotary` dims of each head (inverse: the backward); row s of
+ *  every sequence at position `positions[s]` (default s). */
+export function ropeFused(x: tf.Tensor, theta: number, rotary: number, inverse = false, positions?: ArrayLike<number>): tf.Tensor {
   const [, S, , d] = x.shape as number[];
   if (x.rank !== 4 || rotary % 2 !== 0 || rotary > d) throw new Error(`ropeFused: x [B, S, n, d] and an even rotary ≤ d, got [${x.shape}], ${rotary}`);
-  const { cos, sin } = ropeTables(S, rotary, theta);
+  if (positions && positions.length !== S) throw new Error(`ropeFused: ${positions.length} positions for S = ${S}`);
+  const { cos, sin } = ropeTables(S, rotary, theta, positions);
   return runFused(ROPE, { x, cos, sin }, { rotary, inverse })[0];
 }

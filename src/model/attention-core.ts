@@ -62,21 +62,22 @@ export function fromHeads(x: tf.Tensor, B: number): tf.Tensor4D {
 // makes MLA's per-head [nope | rope] concat and [k | v] split outer-axis copies (long contiguous
 // runs) instead of last-axis ones (32- and 16-float runs, slow on wasm).
 
-/** softmax(q·kT·scale + causal mask) [G, S, S] with kT [G, dk, S]. */
-export function attentionProbsKT(q: tf.Tensor3D, kT: tf.Tensor3D, scale: number): tf.Tensor3D {
-  const scores = tf.add(tf.matMul(tf.mul(q, scale), kT), causalMask(q.shape[1])); // [G, S, S]
+/** softmax(q·kT·scale + mask) [G, Sq, Sk] with kT [G, dk, Sk]; mask [Sq, Sk] (default: causal, Sq = Sk;
+ *  context parallelism passes one by global position, parallel/cp/chunking.ts). */
+export function attentionProbsKT(q: tf.Tensor3D, kT: tf.Tensor3D, scale: number, mask?: tf.Tensor2D): tf.Tensor3D {
+  const scores = tf.add(tf.matMul(tf.mul(q, scale), kT), mask ?? causalMask(q.shape[1])); // [G, Sq, Sk]
   return tf.softmax(scores) as tf.Tensor3D;
 }
 
-/** ctx [G, S, dv] from vT [G, dv, S]; saves `<tag>.probs`. */
+/** ctx [G, Sq, dv] from vT [G, dv, Sk]; saves `<tag>.probs`. */
 export function attentionCoreForwardKT(q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.Tensor3D, scale: number, rec: SavedActivations | null, tag: string,
-  restoreProbs: Restorer | null = null): tf.Tensor3D {
-  const probs = attentionProbsKT(q, kT, scale);
+  restoreProbs: Restorer | null = null, mask?: tf.Tensor2D): tf.Tensor3D {
+  const probs = attentionProbsKT(q, kT, scale, mask);
   rec?.save(`${tag}.probs`, probs, restoreProbs);
   return tf.matMul(probs, vT, false, true); // [G, S, dv]
 }
 
-/** dq [G, S, dk], dkT [G, dk, S], dvT [G, dv, S] from dctx [G, S, dv]. */
+/** dq [G, Sq, dk], dkT [G, dk, Sk], dvT [G, dv, Sk] from dctx [G, Sq, dv] (any mask). */
 export function attentionCoreBackwardKT(dctx: tf.Tensor3D, q: tf.Tensor3D, kT: tf.Tensor3D, vT: tf.Tensor3D, probs: tf.Tensor3D, scale: number): { dq: tf.Tensor3D; dkT: tf.Tensor3D; dvT: tf.Tensor3D } {
   const dvT = tf.matMul(dctx, probs, true, false);       // [G, dv, S]
   const dprobs = tf.matMul(dctx, vT);                    // [G, S, S]

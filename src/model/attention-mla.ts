@@ -7,6 +7,8 @@
 // mla.kvUp [T, a·(dn+dv)] (the attention core's K/V before head split), mla.kRope [B, S, 1, dr]
 // (after RoPE), mla.q [B·a, S, dn+dr] (after RoPE), mla.probs [B·a, S, S], mla.ctx [T, a·dv].
 // Every entry but mla.x has a recompute recipe (from mla.x, the weights and other entries).
+// The pieces are public for context parallelism (parallel/cp/cp-mla.ts): `project` (everything before
+// the core, RoPE at given positions), `keysValues` / `keysValuesBackward` and `projectBackward`.
 import { tf } from '../backend/tf.ts';
 import type { ModelConfig } from './config.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from './module.ts';
@@ -48,8 +50,9 @@ export class MLAttention implements Module {
   private w(n: string) { return this.params.get(`${this.prefix}.${n}`); }
 
   /** kT [B·a, dn+dr, S], vT [B·a, dv, S] (keys/values transposed per head) from the saved
-   *  up-projection and shared rope key: one transpose, then outer-axis split/concat (fast copies). */
-  private keysValues(kvUp: tf.Tensor, kRope: tf.Tensor, B: number, S: number) {
+   *  up-projection and shared rope key: one transpose, then outer-axis split/concat (fast copies).
+   *  Context parallelism (parallel/cp/cp-mla.ts) calls it on the gathered positions. */
+  keysValues(kvUp: tf.Tensor, kRope: tf.Tensor, B: number, S: number) {
     const { a, dn, dr, dv } = this, G = B * a;
     // two chunk-friendly transposes ([0,2,1,3] then per-head [0,2,1]) beat one [0,2,3,1] on wasm
     const kvT = tf.transpose(toHeads(tf.reshape(kvUp, [B, S, a, dn + dv])), [0, 2, 1]);  // [G, dn+dv, S]
@@ -59,13 +62,28 @@ export class MLAttention implements Module {
     return { kT: tf.concat([kNopeT, kRopeH], 1) as tf.Tensor3D, vT: vT as tf.Tensor3D };
   }
 
-  /** [T, a·(dn+dr)] → q [B·a, S, dn+dr] with RoPE on the last dr dims of each head. */
-  private queries(qFull: tf.Tensor, B: number, S: number): tf.Tensor3D {
-    return toHeads(applyRope(tf.reshape(qFull, [B, S, this.a, this.dn + this.dr]), this.theta, this.dr));
+  /** Backward of keysValues: dkvUp [B·S, a·(dn+dv)] and dkRope [B, S, dr] (summed over the heads that share it). */
+  keysValuesBackward(dkT: tf.Tensor3D, dvT: tf.Tensor3D, B: number, S: number): { dkvUp: tf.Tensor2D; dkRope: tf.Tensor3D } {
+    const { a, dn, dr, dv } = this;
+    const [dkNopeT, dkRopeT] = tf.split(dkT, [dn, dr], 1);                 // [B·a, dn, S], [B·a, dr, S]
+    const dkvUpT = tf.reshape(tf.concat([dkNopeT, dvT], 1), [B, a, dn + dv, S]);
+    const dkvUp = tf.reshape(tf.transpose(dkvUpT, [0, 3, 1, 2]), [B * S, a * (dn + dv)]) as tf.Tensor2D;
+    const dkRope = tf.transpose(tf.sum(tf.reshape(dkRopeT, [B, a, dr, S]), 1), [0, 2, 1]) as tf.Tensor3D; // [B, S, dr]
+    return { dkvUp, dkRope };
   }
 
-  forward(x: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
-    const [B, S, H] = x.shape, { a, dr, dv, rkv } = this, T = B * S;
+  /** [T, a·(dn+dr)] → q [B·a, S, dn+dr] with RoPE on the last dr dims of each head. */
+  private queries(qFull: tf.Tensor, B: number, S: number, pos?: Int32Array): tf.Tensor3D {
+    return toHeads(applyRope(tf.reshape(qFull, [B, S, this.a, this.dn + this.dr]), this.theta, this.dr, pos));
+  }
+
+  /**
+   * Everything before the attention core, on x [B, S, H] whose row s sits at sequence position
+   * `pos[s]` (default s; context parallelism passes the rank's global positions): saves and returns
+   * q [B·a, S, dn+dr], kvUp [T, a·(dn+dv)] and kRope [B, S, 1, dr] (after RoPE), owned by `rec`.
+   */
+  project(x: tf.Tensor, rec: SavedActivations, ctx: ForwardContext, pos?: Int32Array): { q: tf.Tensor3D; kvUp: tf.Tensor2D; kRope: tf.Tensor4D } {
+    const [B, S] = x.shape, { dr, rkv } = this;
     rec.save('mla.x', tf.clone(x));
     const x2 = rows(x);                                                        // [T, H]
     const X = (r: SavedActivations) => rows(r.get('mla.x'));
@@ -76,16 +94,22 @@ export class MLAttention implements Module {
       rec.save('mla.qLatent', qLatent, (r) => this.qANorm!.output(r));
       qFull = linear(qLatent, this.w('wqB'));
     } else qFull = linear(x2, this.w('wq'));
-    const q = rec.save('mla.q', this.queries(qFull, B, S), (r) =>             // [B·a, S, dn+dr]
-      this.queries(this.qANorm ? linear(r.get('mla.qLatent'), this.w('wqB')) : linear(X(r), this.w('wq')), B, S));
+    const q = rec.save('mla.q', this.queries(qFull, B, S, pos), (r) =>        // [B·a, S, dn+dr]
+      this.queries(this.qANorm ? linear(r.get('mla.qLatent'), this.w('wqB')) : linear(X(r), this.w('wq')), B, S, pos));
     const kvA = (x2: tf.Tensor) => tf.split(linear(x2, this.w('wkvA')), [rkv, dr], -1); // [T, rkv], [T, dr]
-    const ropeKey = (raw: tf.Tensor) => applyRope(tf.reshape(raw, [B, S, 1, dr]), this.theta);
+    const ropeKey = (raw: tf.Tensor) => applyRope(tf.reshape(raw, [B, S, 1, dr]), this.theta, undefined, pos);
     const [latent, kRopeRaw] = kvA(x2);
     const kvLatent = this.kvANorm.forward(latent, rec, ctx);
     rec.setRestorer('mla.kvANorm.x', (r) => kvA(X(r))[0]);
     rec.save('mla.kvLatent', kvLatent, (r) => this.kvANorm.output(r));
     const kvUp = rec.save('mla.kvUp', linear(kvLatent, this.w('wkvB')), (r) => linear(r.get('mla.kvLatent'), this.w('wkvB'))); // [T, a·(dn+dv)]
     const kRope = rec.save('mla.kRope', ropeKey(kRopeRaw), (r) => ropeKey(kvA(X(r))[1]));
+    return { q, kvUp: kvUp as tf.Tensor2D, kRope: kRope as tf.Tensor4D };
+  }
+
+  forward(x: tf.Tensor, rec: SavedActivations, ctx: ForwardContext): tf.Tensor {
+    const [B, S, H] = x.shape, { a, dv } = this, T = B * S;
+    const { q, kvUp, kRope } = this.project(x, rec, ctx);
     const { kT, vT } = this.keysValues(kvUp, kRope, B, S);
     const c = attentionCoreForwardKT(q, kT, vT, this.scale, rec, 'mla', (r) =>    // [B·a, S, dv]
       attentionProbsKT(r.get('mla.q'), this.keysValues(r.get('mla.kvUp'), r.get('mla.kRope'), B, S).kT, this.scale));
@@ -96,7 +120,7 @@ export class MLAttention implements Module {
   }
 
   backward(dy: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext): tf.Tensor {
-    const [B, S, H] = dy.shape, { a, dn, dr, dv } = this, T = B * S, p = this.prefix;
+    const [B, S, H] = dy.shape, { a, dv } = this, p = this.prefix;
     // saved entries are read when needed and released after their last read (mla.x last: the
     // recipes of kRope and the down-projection inputs read it)
     const dctx2 = linearBackward(rows(dy), rec.get('mla.ctx'), this.w('wo'), grads, `${p}.wo`);
@@ -106,11 +130,18 @@ export class MLAttention implements Module {
     const g = attentionCoreBackwardKT(toHeads(tf.reshape(dctx2, [B, S, a, dv])), q, kT, vT, rec.get('mla.probs'), this.scale);
     rec.release('mla.probs', 'mla.q', 'mla.kvUp', 'mla.kRope');
     // keys and values (transposed per head) → up-projection and shared rope key
-    const [dkNopeT, dkRopeT] = tf.split(g.dkT, [dn, dr], 1);                 // [B·a, dn, S], [B·a, dr, S]
-    const dkvUpT = tf.reshape(tf.concat([dkNopeT, g.dvT], 1), [B, a, dn + dv, S]);
-    const dkvUp = tf.reshape(tf.transpose(dkvUpT, [0, 3, 1, 2]), [T, a * (dn + dv)]);
-    const dkRope = tf.transpose(tf.sum(tf.reshape(dkRopeT, [B, a, dr, S]), 1), [0, 2, 1]); // [B, S, dr]
-    const dkRopeRaw = tf.reshape(applyRopeBackward(tf.reshape(dkRope, [B, S, 1, dr]), this.theta), [T, dr]);
+    const { dkvUp, dkRope } = this.keysValuesBackward(g.dkT, g.dvT, B, S);
+    return tf.reshape(this.projectBackward(g.dq, dkvUp, dkRope, rec, grads, ctx), [B, S, H]);
+  }
+
+  /**
+   * Backward of `project` from dq [B·a, S, dn+dr], dkvUp [T, a·(dn+dv)] and dkRope [B, S, dr] (the
+   * same positions `pos`): adds the projection and latent-norm gradients, releases the records'
+   * remaining entries and returns dx [T, H].
+   */
+  projectBackward(dq: tf.Tensor3D, dkvUp: tf.Tensor2D, dkRope: tf.Tensor, rec: SavedActivations, grads: GradStore, ctx: ForwardContext, pos?: Int32Array): tf.Tensor2D {
+    const { a, dn, dr } = this, p = this.prefix, S = dq.shape[1], B = dq.shape[0] / a, T = B * S;
+    const dkRopeRaw = tf.reshape(applyRopeBackward(tf.reshape(dkRope, [B, S, 1, dr]), this.theta, undefined, pos), [T, dr]);
     const dLatentN = linearBackward(dkvUp, rec.get('mla.kvLatent'), this.w('wkvB'), grads, `${p}.wkvB`);
     rec.release('mla.kvLatent');
     const dLatent = this.kvANorm.backward(dLatentN, rec, grads, ctx);
@@ -118,7 +149,7 @@ export class MLAttention implements Module {
     const x2 = rows(rec.get('mla.x'));
     let dx = linearBackward(tf.concat([dLatent, dkRopeRaw], -1), x2, this.w('wkvA'), grads, `${p}.wkvA`);
     // queries
-    const dqFull = tf.reshape(applyRopeBackward(fromHeads(g.dq, B), this.theta, dr), [T, a * (dn + dr)]);
+    const dqFull = tf.reshape(applyRopeBackward(fromHeads(dq, B), this.theta, dr, pos), [T, a * (dn + dr)]);
     if (this.qANorm) {
       const dqLatent = linearBackward(dqFull, rec.get('mla.qLatent'), this.w('wqB'), grads, `${p}.wqB`);
       rec.release('mla.qLatent');
@@ -127,6 +158,6 @@ export class MLAttention implements Module {
       dx = tf.add(dx, linearBackward(dqA, x2, this.w('wqA'), grads, `${p}.wqA`));
     } else dx = tf.add(dx, linearBackward(dqFull, x2, this.w('wq'), grads, `${p}.wq`));
     rec.release('mla.x');
-    return tf.reshape(dx, [B, S, H]);
+    return dx as tf.Tensor2D;
   }
 }

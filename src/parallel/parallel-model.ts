@@ -22,8 +22,8 @@
 //     micro-batch) of CE + aux + z, where a group-scoped aux term (ep-group, global, and switch under
 //     TP) is each rank's fraction of its group's loss, weighted by the group's share of the tokens.
 //   - Rank r of an EP group owns experts [r·E/EP, (r+1)·E/EP) (ep/ep-moe.ts).
-//   - CP (GQA only): load-balanced chunks, rank r of CP holds chunks r and 2·CP−1−r of every sequence;
-//     attention is context-parallel (cp/cp-attention.ts), everything else is token-wise on the local chunks.
+//   - CP: load-balanced chunks, rank r of CP holds chunks r and 2·CP−1−r of every sequence; attention is
+//     context-parallel (GQA cp/cp-attention.ts, MLA cp/cp-mla.ts), everything else is token-wise on the local chunks.
 // Supported: tp, cp, ep, dp (pp = etp = 1); the layout validator lists every other problem up front.
 import { tf } from '../backend/tf.ts';
 import type { Cluster } from '../device/cluster.ts';
@@ -44,8 +44,7 @@ import { endGlobalBatch, globalGradNorm, syncOwnedGrads } from './pm-grads.ts';
 import { TPMappings } from './tp/mappings.ts';
 import { buildReplica } from './replica.ts';
 import { VocabParallelEmbedding, VocabParallelHead } from './tp/vocab-parallel.ts';
-import { CPAttention } from './cp/cp-attention.ts';
-import { cpShard } from './cp/chunking.ts';
+import { createCPAttention, cpShard, type ContextParallelAttention } from './cp/index.ts';
 import { disposeMicroBatch, embedBackward, embedForward, headBackward, headForward, layerBackward, layerForward, newMicroBatch, type PhaseHost, type PhaseMemory, type Scales } from './pm-phases.ts';
 
 /** What a stage's memory plan (pp/stage-memory.ts) adds to ParallelModel: the records' ledgers and the layer hooks. */
@@ -143,8 +142,7 @@ export class ParallelModel implements PhaseHost {
     }
     if (L.ep % (L.tp * L.cp) !== 0 && groupAux.some((a) => a.type === 'ep-group')) problems.push(`ep-group aux with tp·cp = ${L.tp * L.cp} needs ep divisible by tp·cp (got ep=${L.ep})`);
     if (L.cp > 1) {
-      if (cfg.attention !== 'gqa') problems.push(`cp=${L.cp} needs attention 'gqa' (context-parallel MLA is not implemented)`);
-      if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) problems.push("'seq' aux loss is not supported with cp > 1");
+      if (cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) problems.push("'seq' aux loss is not supported with cp > 1 (a rank holds only chunks of each sequence)");
     }
     if (opts.sequenceParallel && L.cp > 1) problems.push(`sequenceParallel with cp=${L.cp} is not implemented`);
     if (problems.length) throw new Error(`ParallelModel: ${problems.join('; ')}`);
@@ -276,7 +274,7 @@ export class ParallelModel implements PhaseHost {
     if (tokens.length !== globalBatch * seqLen || targets.length !== tokens.length) throw new Error(`tokens/targets must have globalBatch·seqLen = ${globalBatch * seqLen} entries`);
     const b = globalBatch / (L.dp * M);
     const scales = this.auxScales(M);
-    const cpAttn = L.cp > 1 ? new CPAttention(this.cluster, this.groups.cp, this.clock, this.cfg.headDim, this.cfg.ropeTheta, seqLen) : null;
+    const cpAttn = L.cp > 1 ? createCPAttention(this.cfg, this.cluster, this.groups.cp, this.clock, seqLen) : null;
     const perRank = Array.from({ length: W }, (_, rank) => ({ rank, lmLoss: 0, aux: {} as Record<string, number> }));
     const routerStats: RouterStats[][] = Array.from({ length: W }, () => []);
     let loss = 0, lmLoss = 0, auxLoss = 0, zLoss = 0;
@@ -305,7 +303,7 @@ export class ParallelModel implements PhaseHost {
   }
 
   /** Forward + backward of one micro-batch on every rank in lockstep (pm-phases.ts); returns each rank's CE. */
-  private microBatch(tok: (r: number) => Int32Array, tgt: (r: number) => Int32Array, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: CPAttention | null): number[] {
+  private microBatch(tok: (r: number) => Int32Array, tgt: (r: number) => Int32Array, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: ContextParallelAttention | null): number[] {
     const st = newMicroBatch('', b, S, ctxs, scales, cpAttn), L = this.replicas[0].blocks.length;
     try {
       let h = embedForward(this, st, tok);

@@ -10,7 +10,7 @@ import type { MoEGPT } from '../model/gpt.ts';
 import type { ForwardContext, GradStore, Module, ParamStore } from '../model/module.ts';
 import type { SavedActivations } from '../model/saved.ts';
 import type { StepClock } from './clock.ts';
-import type { CPAttention } from './cp/cp-attention.ts';
+import type { ContextParallelAttention } from './cp/ring.ts';
 import type { AllGatherMoE } from './ep/allgather-moe.ts';
 import type { EPMoE, EPRankLayer } from './ep/ep-moe.ts';
 import type { ResolvedLayout } from './layout.ts';
@@ -57,12 +57,12 @@ export interface MicroBatchState {
   /** record owner prefix ('' with pp = 1, `mb${m}.` in a pipeline) */
   prefix: string;
   b: number; S: number; T: number;
-  ctxs: ForwardContext[]; scales: Scales; cpAttn: CPAttention | null;
+  ctxs: ForwardContext[]; scales: Scales; cpAttn: ContextParallelAttention | null;
   emb: SavedActivations[] | null; heads: SavedActivations[] | null;
   layers: Map<number, SavedActivations[]>;
 }
 
-export function newMicroBatch(prefix: string, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: CPAttention | null): MicroBatchState {
+export function newMicroBatch(prefix: string, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: ContextParallelAttention | null): MicroBatchState {
   return { prefix, b, S, T: b * S, ctxs, scales, cpAttn, emb: null, heads: null, layers: new Map() };
 }
 
@@ -101,7 +101,7 @@ export function layerForward(pm: PhaseHost, st: MicroBatchState, l: number, h: t
   let aPart: tf.Tensor[];
   if (cpAttn) {
     const normed = tidyAll(pm, (r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));
-    aPart = cpAttn.forward(`layers.${l}.attn`, pm.params, normed, recs);
+    aPart = cpAttn.forward(`layers.${l}.attn`, pm.params, normed, recs, ctxs, ranks.map((r) => attn[r][l]));
     tf.dispose(normed);
   } else if (sp) {
     const nS = tidyAll(pm, (r) => blocks[r].attnNorm.forward(h[r], recs[r], ctxs[r]));                     // [T/tp, H]
@@ -204,7 +204,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
   let daPart: tf.Tensor[];
   if (cpAttn) {
     const daIn = tidyAll(pm, (r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], g[r], ctxs[r]) : tf.clone(dh1[r])));
-    daPart = cpAttn.backward(`layers.${l}.attn`, pm.params, daIn, recs, g);
+    daPart = cpAttn.backward(`layers.${l}.attn`, pm.params, daIn, recs, g, ctxs, ranks.map((r) => attn[r][l]));
     tf.dispose(daIn);
   } else if (sp) {
     const daS = tidyAll(pm, (r) => (blocks[r].attnPostNorm ? blocks[r].attnPostNorm!.backward(dh1[r], recs[r], g[r], ctxs[r]) : tf.clone(dh1[r])));

@@ -77,7 +77,7 @@ export function parseParallelFlags(raw: RawParallelFlags, cfg: ModelConfig | nul
     if (cfg.dropout > 0) p.push('--parallel: dropout > 0 is not supported in parallel runs');
     if (spec.tp > 1 && cfg.tieEmbeddings) p.push('--parallel: tied embeddings are not supported with tp > 1');
     if (spec.tp > 1 && cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) p.push("--parallel: 'seq' aux loss is not supported with tp > 1");
-    if (spec.cp > 1 && cfg.attention !== 'gqa') p.push(`--parallel: cp=${spec.cp} needs attention 'gqa'`);
+    if (spec.cp > 1 && cfg.moe.auxLoss.some((a) => a.coeff > 0 && a.type === 'seq')) p.push(`--parallel: 'seq' aux loss is not supported with cp=${spec.cp} (a rank holds only chunks of each sequence)`);
   }
   let placement: PlacementFlags | null = null;
   if (raw.placement !== undefined && raw.placement !== 'static') {

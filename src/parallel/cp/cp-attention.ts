@@ -17,6 +17,7 @@ import { rotateHalf } from '../../model/rope.ts';
 import { fromHeads, toHeads } from '../../model/attention-core.ts';
 import type { StepClock } from '../clock.ts';
 import { cpPositions, positionMask } from './chunking.ts';
+import { cpAllGather, cpReduceScatter, type ContextParallelAttention } from './ring.ts';
 
 /** cos/sin [1, L, 1, d] of rotate-half RoPE at the given positions (all d dims rotary). */
 function ropeTables(pos: Int32Array, d: number, theta: number): { cos: tf.Tensor4D; sin: tf.Tensor4D } {
@@ -42,7 +43,7 @@ function reduceHeads(x: tf.Tensor, b: number, g: number, a: number): tf.Tensor3D
   return (r === 1 ? x : tf.reshape(tf.sum(tf.reshape(x, [b, g, r, S, d]), 2), [b * g, S, d])) as tf.Tensor3D;
 }
 
-export class CPAttention {
+export class CPAttention implements ContextParallelAttention {
   constructor(readonly cluster: Cluster, readonly cpGroups: ProcessGroup[], readonly clock: StepClock,
     readonly headDim: number, readonly theta: number, readonly seqLen: number) {}
 
@@ -126,23 +127,6 @@ export class CPAttention {
     return dxs;
   }
 
-  private gather(xs: tf.Tensor[], label: string): tf.Tensor[] {
-    const out: tf.Tensor[] = new Array(xs.length);
-    for (const g of this.cpGroups) {
-      const res = this.cluster.comm.allGather(g, g.ranks.map((r) => xs[r]), { label, after: this.clock.after(g.ranks) });
-      this.clock.comm(g.ranks, res.events);
-      g.ranks.forEach((r, i) => { out[r] = res.outputs[i]; });
-    }
-    return out;
-  }
-
-  private reduceScatter(xs: tf.Tensor[], label: string): tf.Tensor[] {
-    const out: tf.Tensor[] = new Array(xs.length);
-    for (const g of this.cpGroups) {
-      const res = this.cluster.comm.reduceScatter(g, g.ranks.map((r) => xs[r]), { label, after: this.clock.after(g.ranks) });
-      this.clock.comm(g.ranks, res.events);
-      g.ranks.forEach((r, i) => { out[r] = res.outputs[i]; });
-    }
-    return out;
-  }
+  private gather(xs: tf.Tensor[], label: string): tf.Tensor[] { return cpAllGather(this.cluster, this.cpGroups, this.clock, xs, label); }
+  private reduceScatter(xs: tf.Tensor[], label: string): tf.Tensor[] { return cpReduceScatter(this.cluster, this.cpGroups, this.clock, xs, label); }
 }

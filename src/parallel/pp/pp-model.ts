@@ -21,8 +21,7 @@ import type { Cluster } from '../../device/cluster.ts';
 import type { ModelConfig } from '../../model/config.ts';
 import { InitMemo } from '../../model/init.ts';
 import type { ForwardContext, RouterStats } from '../../model/module.ts';
-import { cpShard } from '../cp/chunking.ts';
-import { CPAttention } from '../cp/cp-attention.ts';
+import { createCPAttention, cpShard } from '../cp/index.ts';
 import type { DispatcherKind } from '../ep/ep-moe.ts';
 import { execLayout } from '../exec/layout.ts';
 import { measureBubble } from '../exec/report.ts';
@@ -157,7 +156,7 @@ export class PipelineParallelModel {
       const o = (s0pm.rankIn(s0pm.groups.dp, r) * M + m) * b * seqLen, seqs = a.subarray(o, o + b * seqLen);
       return L.cp > 1 ? cpShard(seqs, b, seqLen, L.cp, s0pm.rankIn(s0pm.groups.cp, r)) : seqs;
     };
-    const cpAttn = this.stages.map((pm) => (L.cp > 1 ? new CPAttention(pm.cluster, pm.groups.cp, pm.clock, this.cfg.headDim, this.cfg.ropeTheta, seqLen) : null));
+    const cpAttn = this.stages.map((pm) => (L.cp > 1 ? createCPAttention(this.cfg, pm.cluster, pm.groups.cp, pm.clock, seqLen) : null));
     const ctxs: ForwardContext[][][] = this.stages.map(() => Array.from({ length: M }, (_, m) =>
       Array.from({ length: n }, () => ({ training: true, lossScale: 1 / (L.cp * L.dp * M), seed: (opts.seed ?? 1) * 1000 + m, routerStats: [] as RouterStats[], recordStats: true }))));
     const inflight = this.stages.map(() => new Map<number, InFlight>()), self = this;
