@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import type { HeapGemm } from './gemm.ts';
 import { f32View } from './wasm-heap.ts';
-import { BlasThreadTuner } from './blas-threads.ts';
+import { BlasThreadTuner, MIN_PARALLEL_WORK } from './blas-threads.ts';
 
 const RowMajor = 101, NoTrans = 111, Trans = 112;
 
@@ -68,12 +68,16 @@ export let blasThreadTuner: BlasThreadTuner | null = null;
 
 /**
  * The HeapGemm provider over OpenBLAS: views are made right before each call (heap may have grown).
- * Threads per call: measured per size class (blas-threads.ts); env ULTRAMOE_BLAS_THREAD_MIN=W
- * restores a fixed policy (max threads from W multiply-adds up, the previous default was 2^25).
+ * Threads per call: a pure function of the GEMM's size (max threads from MIN_PARALLEL_WORK multiply-adds up,
+ * or from ULTRAMOE_BLAS_THREAD_MIN=W), because OpenBLAS's result depends on the thread count once K exceeds
+ * its K block (measured: every K > 320 here, docs/backend.md), and a seed must fix the loss trajectory.
+ * ULTRAMOE_BLAS_TUNE=1 chooses threads per size class from measured speed instead (blas-threads.ts): faster
+ * on a loaded machine, but runs are then not bit-reproducible.
  */
 export function openBlasGemm(blas: Blas): HeapGemm {
   const maxThreads = blas.threads();
-  const fixed = process.env.ULTRAMOE_BLAS_THREAD_MIN ? Number(process.env.ULTRAMOE_BLAS_THREAD_MIN) : null;
+  const fixed = process.env.ULTRAMOE_BLAS_THREAD_MIN ? Number(process.env.ULTRAMOE_BLAS_THREAD_MIN)
+    : process.env.ULTRAMOE_BLAS_TUNE === '1' ? null : MIN_PARALLEL_WORK;
   const tuner = new BlasThreadTuner(maxThreads, fixed);
   blasThreadTuner = tuner;
   let current = maxThreads;
