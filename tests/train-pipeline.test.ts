@@ -77,9 +77,9 @@ forEachBackend('train pipeline', (test) => {
   test('invalid combinations are refused, one problem line each, with what is supported', () => {
     assert.ok(wantsPipeline('pp=2', {}) && wantsPipeline(undefined, { recompute: 'full' }) && !wantsPipeline('ep=4', {}));
     // pp × tp/dp/ep runs (src/parallel/pp): memory plans, allgather overlap, the distributed optimizer and cp are refused
-    const p = problemsOf(['--parallel', 'pp=2,ep=2,tp=2', '--overlap', 'on', '--dispatcher', 'allgather', '--recompute', 'full', '--distributed-optimizer', '--override', JSON.stringify({ numLayers: 4 })]);
+    const p = problemsOf(['--parallel', 'pp=2,ep=2,tp=2', '--overlap', 'on', '--dispatcher', 'allgather', '--recompute', 'permute', '--distributed-optimizer', '--override', JSON.stringify({ numLayers: 4 })]);
     const has = (s: string) => assert.ok(p.some((x) => x.includes(s)), `'${s}' in:\n${p.join('\n')}`);
-    has('--overlap on needs --dispatcher alltoall or hierarchical'); has('--recompute full is not executed with tp/dp/ep inside the pipeline stages'); has('--distributed-optimizer applies to');
+    has('--overlap on needs --dispatcher alltoall or hierarchical'); has('--recompute permute is not executed with tp/dp/ep inside the pipeline stages'); has('--distributed-optimizer applies to');
     assert.ok(p.every((x) => !x.includes('\n')), 'one line each');
     assert.ok(problemsOf(['--parallel', 'pp=2', '--overlap', 'on']).some((x) => x.includes('--overlap on needs --parallel pp>1 with ep>1')));
     assert.ok(problemsOf(['--parallel', 'pp=2,ep=2,cp=2', '--override', JSON.stringify({ attention: 'gqa' })]).some((x) => x.includes('cp=2 with pp > 1 is not supported')));
@@ -91,7 +91,7 @@ forEachBackend('train pipeline', (test) => {
     // tiny: 4 layers < 8 chunks runs, padded with no-op chunks (partition.ts)
     assert.equal(problemsOf(['--parallel', 'pp=4', '--vpp', '2']), []);
     assert.equal(problemsOf(['--parallel', 'pp=4,ep=2', '--vpp', '2', '--micro-batches', '8', '--schedule', 'interleaved', '--overlap', 'on']), []);
-    // selective recompute of local classes, swap and a memory budget run inside pp × ep stages (parallel/pp/stage-memory.ts, stage-budget.ts); permute/router/full do not
+    // full recompute, selective recompute of local classes, swap and a memory budget run inside pp × ep stages (parallel/pp/stage-memory.ts, stage-budget.ts); permute/router do not
     assert.equal(problemsOf(['--parallel', 'pp=4,ep=2', '--vpp', '2', '--micro-batches', '8', '--schedule', 'interleaved', '--overlap', 'on', '--recompute', 'norm,mla_up_proj,core_attn,moe_act', '--swap', 'expert_fc1,permute']), []);
     const r = problemsOf(['--parallel', 'pp=2,ep=2', '--recompute', 'permute,router,moe_act']);
     for (const s of ['--recompute permute is not executed', '--recompute router is not executed']) assert.ok(r.some((x) => x.includes(s)), `'${s}' in:\n${r.join('\n')}`);

@@ -44,8 +44,11 @@ export interface PhaseHost {
  * layer's forward and backward with the layer's per-rank records. Absent: records stay resident.
  */
 export interface PhaseMemory {
-  beforeForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
+  /** `h`: the layer's per-rank input (full recompute keeps it) */
+  beforeForward(st: MicroBatchState, l: number, recs: SavedActivations[], h: readonly tf.Tensor[]): void;
   afterForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
+  /** before layer l's records are read by its backward: full recompute replays l's group here (st.layers) */
+  replay?(st: MicroBatchState, l: number): void;
   /** before the layer's backward reads its records: reloads, the recompute charge, prefetch of the next layers */
   beforeBackward(st: MicroBatchState, l: number, recs: SavedActivations[]): void;
   /** after the layer's records were disposed */
@@ -60,15 +63,18 @@ export interface MicroBatchState {
   ctxs: ForwardContext[]; scales: Scales; cpAttn: ContextParallelAttention | null;
   emb: SavedActivations[] | null; heads: SavedActivations[] | null;
   layers: Map<number, SavedActivations[]>;
+  /** full recompute: per group start layer, the per-rank records keeping the group's input */
+  kept: Map<number, SavedActivations[]>;
 }
 
 export function newMicroBatch(prefix: string, b: number, S: number, ctxs: ForwardContext[], scales: Scales, cpAttn: ContextParallelAttention | null): MicroBatchState {
-  return { prefix, b, S, T: b * S, ctxs, scales, cpAttn, emb: null, heads: null, layers: new Map() };
+  return { prefix, b, S, T: b * S, ctxs, scales, cpAttn, emb: null, heads: null, layers: new Map(), kept: new Map() };
 }
 
 export function disposeMicroBatch(st: MicroBatchState): void {
-  for (const rec of [...(st.emb ?? []), ...(st.heads ?? []), ...[...st.layers.values()].flat()]) rec.dispose();
+  for (const rec of [...(st.emb ?? []), ...(st.heads ?? []), ...[...st.layers.values()].flat(), ...[...st.kept.values()].flat()]) rec.dispose();
   st.layers.clear();
+  st.kept.clear();
 }
 
 const ranksOf = (pm: PhaseHost) => [...Array(pm.layout.world).keys()];
@@ -96,7 +102,7 @@ export function layerForward(pm: PhaseHost, st: MicroBatchState, l: number, h: t
   const bsh = (x: tf.Tensor) => tf.reshape(x, [st.b, st.S, H]);
   const blocks = ranks.map((r) => pm.replicas[r].blocks[l]), recs = records(pm, st, `layers.${l}`);
   st.layers.set(l, recs);
-  pm.memory?.beforeForward(st, l, recs);
+  pm.memory?.beforeForward(st, l, recs, h);
   // attention: norm → f → local heads → g (all-reduce of partial outputs)
   let aPart: tf.Tensor[];
   if (cpAttn) {
@@ -180,6 +186,7 @@ export function layerBackward(pm: PhaseHost, st: MicroBatchState, l: number, d: 
   const ranks = ranksOf(pm), { T, ctxs, cpAttn } = st, H = pm.cfg.hiddenSize, tp = pm.tpMaps, sp = pm.sequenceParallel, g = pm.grads;
   const { attn, mlp, epLayers } = pm.phase;
   const bsh = (x: tf.Tensor) => tf.reshape(x, [st.b, st.S, H]);
+  pm.memory?.replay?.(st, l);
   const blocks = ranks.map((r) => pm.replicas[r].blocks[l]), recs = st.layers.get(l)!;
   pm.memory?.beforeBackward(st, l, recs);
   const dm = tidyAll(pm, (r) => (blocks[r].mlpPostNorm ? blocks[r].mlpPostNorm!.backward(d[r], recs[r], g[r], ctxs[r]) : tf.clone(d[r])));

@@ -5,7 +5,7 @@
 //     one simulated device per pipeline rank, with the memory plans;
 //   - pp > 1 with tp/dp/ep inside the stages: src/parallel/pp (train/pp-parallel.ts), each stage a
 //     lockstep group of tp·dp devices, with --overlap on|off (adaptive pipe overlap of the EP a2a) and
-//     selective --recompute (local classes) / --swap per device (pp/stage-memory-rules.ts), or
+//     full or selective --recompute (local classes) / --swap per device (pp/stage-memory-rules.ts), or
 //     --memory-budget planned per stage among those (pp/stage-budget.ts).
 // Pure (no tfjs).
 import { resolveSpec } from '../device/spec-file.ts';
@@ -54,7 +54,7 @@ export interface RawPipelineFlags {
 }
 
 /** What the pipeline executors run, for the problem lines. */
-export const PIPELINE_SUPPORTED = 'pp with tp/dp/ep inside the stages runs --vpp, --schedule, --overlap, --dispatcher, --sequence-parallel, selective --recompute of local classes, --swap and --memory-budget (chosen per stage among those); --recompute full runs with pp alone (tp = cp = dp = ep = 1) or without --parallel';
+export const PIPELINE_SUPPORTED = 'pp with tp/dp/ep inside the stages runs --vpp, --schedule, --overlap, --dispatcher, --sequence-parallel, --recompute full (layers replayed in lockstep, collectives included), selective --recompute of local classes, --swap and --memory-budget (chosen per stage among those; never full)';
 
 const PIPE_KEYS = ['vpp', 'schedule', 'recompute', 'recomputeNumLayers', 'swap', 'minOffloadSize', 'offloadFraction', 'memoryBudget'] as const;
 const flagName = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;

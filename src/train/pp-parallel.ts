@@ -90,8 +90,8 @@ export class PPParallelRunner {
     this.model = new PipelineParallelModel(host.cfg, this.cluster, {
       layout: { pp: f.pp, tp: inner.tp, cp: inner.cp, dp: inner.dp, ep: inner.ep, etp: 1 }, vpp: f.vpp, schedule: f.schedule, seed,
       dispatcher: f.dispatcher, sequenceParallel: f.sequenceParallel, globalBatch, seqLen, microBatches, overlap: f.overlap, initMemo,
-      // selective recompute (local classes) / swap per device (parallel/pp/stage-memory.ts; the flags refused the rest)
-      ...(f.recompute !== 'none' || f.swap !== 'none' ? { memory: { recompute: f.recompute, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction } } : {}),
+      // full or selective recompute (local classes) / swap per device (parallel/pp/stage-memory.ts; the flags refused the rest)
+      ...(f.recompute !== 'none' || f.swap !== 'none' ? { memory: { recompute: f.recompute, recomputeNumLayers: f.recomputeNumLayers, swap: f.swap, minOffloadSize: f.minOffloadSize, offloadFraction: f.offloadFraction } } : {}),
     });
     // fp32 AdamW moments of each device's owned shards (held for the whole run)
     this.model.stages.forEach((pm) => pm.params.forEach((ps, i) => {

@@ -49,7 +49,7 @@ export interface PipelineParallelOptions {
   globalBatch?: number; seqLen?: number; microBatches?: number;
   /** adaptive pipe overlap on the executed timeline (pipe-clock.ts, gap-fill.ts, pp-driver.ts pairs); numerics unchanged */
   overlap?: boolean;
-  /** selective recompute / swap per device (stage-memory.ts; classes of stage-memory-rules.ts); numerics unchanged */
+  /** full or selective recompute / swap per device (stage-memory.ts; classes of stage-memory-rules.ts); numerics unchanged */
   memory?: StageMemoryOptions;
   /** random draws shared with other models of the same seed (the trainer's second runner); default: one memo for all stages */
   initMemo?: InitMemo;
@@ -117,7 +117,9 @@ export class PipelineParallelModel {
   /** Replace stage s's recompute/swap (null or nothing selected: none); e.g. the --memory-budget plan per stage (stage-budget.ts). */
   setStageMemory(s: number, opts: StageMemoryOptions | null): void {
     const pm = this.stages[s], cluster = this.cluster;
-    const mem = opts ? new StageMemory(this.cfg, pm, this.clocks[s], opts, (q) => (this.filler ? this.filler.place(q) : cluster.timeline.schedule(q))) : null;
+    if (opts?.recompute === 'full' && this.inner.cp > 1) throw new Error('PipelineParallelModel: --recompute full with cp > 1 inside the stages is not executed (the context-parallel attention replay is untested)');
+    const chunkLayers = this.partition.chunks.map((c) => Array.from({ length: c.end - c.start }, (_, i) => c.start + i));
+    const mem = opts ? new StageMemory(this.cfg, pm, this.clocks[s], opts, (q) => (this.filler ? this.filler.place(q) : cluster.timeline.schedule(q)), chunkLayers) : null;
     pm.setMemory(mem?.active ? mem : null);
     this.memory[s] = mem?.active ? mem : null;
   }

@@ -6,9 +6,9 @@
 // outputs and the SwiGLU activation, dense MLP and shared-expert tensors). Not supported:
 //   - 'permute': rebuilding the received tokens/probabilities would rerun the EP dispatch all-to-all;
 //   - 'router': the router recipe re-derives routing statistics the EP router reduces over its group;
-//   - 'residual' / 'other': no selective recipe (as on one device);
-//   - 'full': the layer replay reruns every EP all-to-all and TP collective, and the stage phases have
-//     no replay path;
+//   - 'residual' / 'other': no selective recipe (as on one device).
+// 'full' is supported: the stage's devices replay whole layers in lockstep, collectives included
+// (stage-full-recompute.ts).
 // --memory-budget chooses among these classes (and swap) per stage by measurement (stage-budget.ts).
 // Swap moves any class's entries to host and back on the device's own host link: no restriction.
 import { MODULE_CLASSES, type ModuleClass } from '../memory/descriptors.ts';
@@ -27,9 +27,8 @@ const WHY: Partial<Record<ModuleClass, string>> = {
 /** Every problem of a recompute/swap/budget request for stages with tp/dp/ep inside (empty: supported). */
 export function stageMemoryProblems(recompute: string, swap: string, memoryBudget: number | undefined, where: string): string[] {
   const p: string[] = [];
-  const supported = `supported with tp/dp/ep inside the stages: --recompute ${STAGE_RECOMPUTE_CLASSES.join(',')} (any subset), --swap <any classes>`;
-  if (recompute === 'full') p.push(`${where}: --recompute full is not executed with tp/dp/ep inside the pipeline stages (a layer replay reruns the EP all-to-alls and TP collectives); ${supported}`);
-  else if (recompute !== 'none') {
+  const supported = `supported with tp/dp/ep inside the stages: --recompute full or ${STAGE_RECOMPUTE_CLASSES.join(',')} (any subset), --swap <any classes>`;
+  if (recompute !== 'none' && recompute !== 'full') {
     for (const c of recompute.split(',').map((x) => x.trim()).filter(Boolean)) {
       if (!(MODULE_CLASSES as readonly string[]).includes(c)) continue; // reported by the flag parser
       if (!STAGE_RECOMPUTE_CLASSES.includes(c as ModuleClass)) p.push(`${where}: --recompute ${c} is not executed with tp/dp/ep inside the pipeline stages (${WHY[c as ModuleClass] ?? 'not local'}); ${supported}`);

@@ -12,6 +12,8 @@
 // `swapped`). The plan is makePlan on the single-device descriptors at the micro-batch's shape; the
 // recompute FLOPs of an entry on a device are the descriptor's scaled by the entry's size on that
 // device (TP holds a head slice, an EP rank its received tokens). Supported classes: stage-memory-rules.ts.
+// `recompute: 'full'` replays whole layer groups in lockstep (stage-full-recompute.ts).
+import type { tf } from '../../backend/tf.ts';
 import type { SavedActivations } from '../../model/saved.ts';
 import type { ScheduleRequest, SimEvent } from '../../device/timeline.ts';
 import type { ModelConfig } from '../../model/config.ts';
@@ -24,10 +26,13 @@ import type { RecordMemory, ParallelModel } from '../parallel-model.ts';
 import type { MicroBatchState } from '../pm-phases.ts';
 import type { PipeClock } from './pipe-clock.ts';
 import { stageMemoryProblems } from './stage-memory-rules.ts';
+import { StageFullRecompute } from './stage-full-recompute.ts';
 
 export interface StageMemoryOptions {
-  /** module classes recomputed ('none' or a list) */
+  /** 'full' (whole layers replayed) or module classes recomputed ('none' or a list) */
   recompute?: string;
+  /** layers per full-recompute group inside each model chunk (Megatron recompute_num_layers, uniform; default 1) */
+  recomputeNumLayers?: number;
   /** module classes swapped to host ('none' or a list) */
   swap?: string;
   minOffloadSize?: number;
@@ -42,12 +47,17 @@ export class StageMemory implements RecordMemory {
   /** one ledger per local rank (device) of the stage, for the whole run */
   readonly ledgers: SavedLedger[];
   private shapes = new Map<string, Shape>();
+  /** full recompute (recompute: 'full'); null: selective / swap only */
+  private readonly full: StageFullRecompute | null;
 
   constructor(readonly cfg: ModelConfig, readonly pm: ParallelModel, readonly clock: PipeClock, readonly opts: StageMemoryOptions,
-    private readonly place: (req: ScheduleRequest) => SimEvent) {
+    private readonly place: (req: ScheduleRequest) => SimEvent,
+    /** the layers of every model chunk (full-recompute groups stay inside a chunk) */
+    private readonly chunkLayers: number[][] = []) {
     const problems = stageMemoryProblems(opts.recompute ?? 'none', opts.swap ?? 'none', undefined, 'PipelineParallelModel');
     if (problems.length) throw new Error(problems.join('; '));
     this.ledgers = pm.params.map((_, i) => new SavedLedger(pm.cluster.device(i)));
+    this.full = opts.recompute === 'full' ? new StageFullRecompute(pm, this.ledgers, (st, l) => this.shape(st).execs[0].mode(l)) : null;
   }
 
   /** Whether anything is recomputed or swapped. */
@@ -61,9 +71,11 @@ export class StageMemory implements RecordMemory {
     let s = this.shapes.get(key);
     if (s) return s;
     const lay = execLayout(this.cfg, st.b, st.S);
-    const rc = classes(this.opts.recompute), sw = classes(this.opts.swap);
-    const plan = makePlan(lay.descs, rc.length ? { recomputeGranularity: 'selective', recomputeModules: rc } : { recomputeGranularity: 'none' },
-      { offloadModules: sw, minOffloadSize: this.opts.minOffloadSize, offloadFraction: this.opts.offloadFraction });
+    const rc = this.full ? [] : classes(this.opts.recompute), sw = classes(this.opts.swap);
+    const plan = makePlan(lay.descs,
+      this.full ? { recomputeGranularity: 'full', recomputeMethod: 'uniform', recomputeNumLayers: this.opts.recomputeNumLayers ?? 1 }
+        : rc.length ? { recomputeGranularity: 'selective', recomputeModules: rc } : { recomputeGranularity: 'none' },
+      { offloadModules: sw, minOffloadSize: this.opts.minOffloadSize, offloadFraction: this.opts.offloadFraction }, this.chunkLayers.length ? this.chunkLayers : undefined);
     const descFlops = new Map(lay.descs.map((d) => [`${d.layer}/${d.name}`, d.recomputeFlops]));
     const descBytes = new Map(lay.descs.map((d) => [`${d.layer}/${d.name}`, d.bytes]));
     const execs = this.ledgers.map((ledger, i) => new MemoryExecutor(plan, ledger, this.pm.cluster.device(i), {
@@ -79,12 +91,14 @@ export class StageMemory implements RecordMemory {
     return s;
   }
 
-  beforeForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void {
+  beforeForward(st: MicroBatchState, l: number, recs: SavedActivations[], h: readonly tf.Tensor[]): void {
+    if (this.full?.handles(st, l)) { this.full.beforeForward(st, l, h); return; }
     const { execs } = this.shape(st);
     recs.forEach((rec, r) => execs[r].beforeForward(l, rec));
   }
 
   afterForward(st: MicroBatchState, l: number, recs: SavedActivations[]): void {
+    if (this.full?.handles(st, l)) { this.full.afterForward(st, l, recs); return; }
     const { execs } = this.shape(st);
     recs.forEach((rec, r) => execs[r].afterForward(l, rec, this.clock.after([r])));
   }
@@ -96,6 +110,9 @@ export class StageMemory implements RecordMemory {
     const { execs } = this.shape(st);
     recs.forEach((rec, r) => execs[r].prefetch(rec, this.clock.after([r])));
   }
+
+  /** Full recompute: replay layer l's group before its records are read. */
+  replay(st: MicroBatchState, l: number): void { this.full?.replay(st, l); }
 
   beforeBackward(st: MicroBatchState, l: number, recs: SavedActivations[]): void {
     const { execs, layerFlops } = this.shape(st);
