@@ -10,7 +10,7 @@
 //   - overlap on: the EP a2a hidden fraction with the split is ≥ without it;
 //   - loss and gradients are the same with and without the split (1e-6).
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
-import { assertValidTimeline, ppCfg, S, V } from './support/pp.ts';
+import { assertValidTimeline, ppCfg, S, stageGrads, V } from './support/pp.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import type { Timeline } from '../src/device/timeline.ts';
 import { PipelineParallelModel } from '../src/parallel/pp/pp-model.ts';
@@ -25,8 +25,7 @@ function run(schedule: '1f1b' | 'interleaved', overlap: boolean, split: boolean)
   const pp = new PipelineParallelModel(ppCfg('switch', 8), cluster, { layout: 'pp=4,ep=2', vpp: schedule === 'interleaved' ? 2 : 1, schedule, seed: 3, overlap });
   pp.clocks.forEach((c) => { c.splitBackward = split; });
   const rep = pp.forwardBackward(tokens, targets, B, S, { microBatches: M });
-  const grads = new Map<string, Float32Array>();
-  pp.stages.forEach((pm, s) => pm.grads.forEach((g, i) => { for (const [n, t] of g.grads) grads.set(`${s}/${i}/${n}`, t.dataSync() as Float32Array); }));
+  const grads = stageGrads(pp);
   const devices = pp.devices.flat();
   const computeTotal = devices.map((d) => cluster.timeline.events.filter((e) => e.device === d && e.stream === 'compute').reduce((a, e) => a + (e.end - e.start), 0));
   const out = { loss: rep.loss, grads, step: rep.stepSeconds, hidden: epCommHidden(cluster.timeline, devices), computeTotal, tl: cluster.timeline, fillers: pp.filler?.fillers ?? 0, inGaps: pp.filler?.fillersInGaps ?? 0 };

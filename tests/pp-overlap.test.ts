@@ -5,7 +5,7 @@
 // with it on this shape; the measured value is ~0.5–0.7), and the timeline stays valid: no stream runs
 // two ops at once and every op starts after its dependencies.
 import { forEachBackend, assert, assertClose } from './support/backends.ts';
-import { assertValidTimeline, ppCfg, S, V } from './support/pp.ts';
+import { assertValidTimeline, ppCfg, S, stageGrads, V } from './support/pp.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import { PipelineParallelModel } from '../src/parallel/pp/pp-model.ts';
 import { epCommHidden } from '../src/parallel/pp/ep-hidden.ts';
@@ -18,8 +18,7 @@ function run(schedule: '1f1b' | 'interleaved', overlap: boolean) {
   const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1, devicesPerNode: 8 });
   const pp = new PipelineParallelModel(ppCfg('switch', 8), cluster, { layout: 'pp=4,ep=2', vpp: schedule === 'interleaved' ? 2 : 1, schedule, seed: 3, overlap });
   const rep = pp.forwardBackward(tokens, targets, B, S, { microBatches: M });
-  const grads = new Map<string, Float32Array>();
-  pp.stages.forEach((pm, s) => pm.grads.forEach((g, i) => { for (const [n, t] of g.grads) grads.set(`${s}/${i}/${n}`, t.dataSync() as Float32Array); }));
+  const grads = stageGrads(pp);
   const hidden = epCommHidden(cluster.timeline, pp.devices.flat());
   const out = { loss: rep.loss, grads, hidden, pairs: rep.pairs, tl: cluster.timeline };
   pp.dispose();

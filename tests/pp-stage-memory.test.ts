@@ -11,7 +11,7 @@
 //   - no tensor leaks across steps.
 import * as assert from 'uvu/assert';
 import { forEachBackend, assertNoLeak } from './support/backends.ts';
-import { ppCfg, S, V } from './support/pp.ts';
+import { assertSameStep, ppCfg, stageGrads, S, V } from './support/pp.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import { PipelineParallelModel, type PipelineParallelOptions } from '../src/parallel/pp/pp-model.ts';
 import { peakByCategory } from '../src/parallel/exec/report.ts';
@@ -27,8 +27,7 @@ function run(o: Partial<PipelineParallelOptions>) {
   const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1, devicesPerNode: 8 });
   const pp = new PipelineParallelModel(ppCfg(), cluster, { layout: 'pp=2,ep=2', schedule: '1f1b', seed: 5, ...o });
   const rep = pp.forwardBackward(tokens, targets, B, S, { microBatches: M });
-  const grads = new Map<string, Float32Array>();
-  pp.stages.forEach((pm, s) => pm.grads.forEach((g, i) => { for (const [n, t] of g.grads) grads.set(`${s}/${i}/${n}`, t.dataSync() as Float32Array); }));
+  const grads = stageGrads(pp);
   const devs = pp.devices.flat(), ev = cluster.timeline.events;
   const out = {
     loss: rep.loss, grads,
@@ -43,22 +42,10 @@ function run(o: Partial<PipelineParallelOptions>) {
   return out;
 }
 
-function assertSameNumbers(got: ReturnType<typeof run>, ref: ReturnType<typeof run>, what: string): void {
-  assert.is(got.loss, ref.loss, `${what}: loss`);
-  assert.is(got.grads.size, ref.grads.size, `${what}: gradient count`);
-  for (const [k, g] of ref.grads) {
-    const h = got.grads.get(k);
-    assert.ok(h && h.length === g.length, `${what}: ${k} missing`);
-    let d = 0;
-    for (let i = 0; i < g.length; i++) d = Math.max(d, Math.abs(g[i] - h![i]));
-    assert.ok(d <= TOL, `${what}: ${k} max |Δ| ${d}`);
-  }
-}
-
 forEachBackend('PP × EP: selective recompute and swap per device', (test) => {
   test('recompute of local classes: same loss and gradients, every device\'s activation peak lower, R ops charged', () => {
     const ref = run({}), r = run({ memory: { recompute: RECOMPUTE } });
-    assertSameNumbers(r, ref, 'recompute');
+    assertSameStep(r, ref, TOL, 'recompute');
     r.actPeak.forEach((p, d) => assert.ok(p < ref.actPeak[d], `device ${d}: activations peak ${p} not below ${ref.actPeak[d]}`));
     r.recomputeOps.forEach((n, d) => assert.ok(n > 0, `device ${d}: no recompute op`));
     assert.ok(ref.recomputeOps.every((n) => n === 0));
@@ -66,7 +53,7 @@ forEachBackend('PP × EP: selective recompute and swap per device', (test) => {
 
   test('swap: same numbers, bytes out = bytes reloaded on every device, host back to 0, same bytes with overlap on', () => {
     const ref = run({}), r = run({ memory: { swap: SWAP } });
-    assertSameNumbers(r, ref, 'swap');
+    assertSameStep(r, ref, TOL, 'swap');
     r.actPeak.forEach((p, d) => assert.ok(p <= ref.actPeak[d], `device ${d}: activations peak ${p} above ${ref.actPeak[d]}`));
     assert.ok(r.actPeak.some((p, d) => p < ref.actPeak[d]));
     const st = r.stats.flatMap((s) => { assert.ok(s); return s!.swappedOutBytes.map((b, i) => ({ out: b, back: s!.reloadedBytes[i], problems: s!.reloadProblems })); });
@@ -77,13 +64,13 @@ forEachBackend('PP × EP: selective recompute and swap per device', (test) => {
     assert.equal(r.hostUsed, r.hostUsed.map(() => 0));
     const ov = run({ memory: { swap: SWAP }, overlap: true });
     assert.equal(ov.swapOut, r.swapOut, 'same bytes moved with overlap on');
-    assertSameNumbers(ov, ref, 'swap, overlap on');
+    assertSameStep(ov, ref, TOL, 'swap, overlap on');
   });
 
   test('interleaved vpp=2 with overlap on, recompute + swap together: same numbers as without', () => {
     const o = { vpp: 2, schedule: 'interleaved' as const, overlap: true };
     const ref = run(o), r = run({ ...o, memory: { recompute: 'core_attn,moe_act', swap: 'mla_up_proj' } });
-    assertSameNumbers(r, ref, 'interleaved overlap');
+    assertSameStep(r, ref, TOL, 'interleaved overlap');
     r.actPeak.forEach((p, d) => assert.ok(p < ref.actPeak[d], `device ${d}: activations peak ${p} not below ${ref.actPeak[d]}`));
     assert.ok(r.swapIn.every((b, d) => b === r.swapOut[d] && b > 0));
   });
@@ -91,7 +78,7 @@ forEachBackend('PP × EP: selective recompute and swap per device', (test) => {
   test('pp=2 × tp=2 × ep=2 with sequence parallelism, every local class recomputed + swap: same numbers, peaks lower', () => {
     const o = { layout: 'pp=2,tp=2,ep=2', sequenceParallel: true };
     const ref = run(o), r = run({ ...o, memory: { recompute: 'norm,mla_down_proj,mla_up_proj,core_attn,attn_proj,expert_fc1,moe_act,mlp_fc1,mlp_act', swap: 'permute' } });
-    assertSameNumbers(r, ref, 'tp × ep');
+    assertSameStep(r, ref, TOL, 'tp × ep');
     r.actPeak.forEach((p, d) => assert.ok(p < ref.actPeak[d], `device ${d}: activations peak ${p} not below ${ref.actPeak[d]}`));
     assert.ok(r.swapIn.every((b, d) => b === r.swapOut[d]) && r.swapOut.some((b) => b > 0));
   });

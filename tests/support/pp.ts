@@ -45,6 +45,26 @@ export function runPP(cfg: ModelConfig, o: Omit<PipelineParallelOptions, 'seed'>
   ref.grads.dispose(); single.dispose(); pp.dispose();
 }
 
+/** Every gradient of every stage and rank, keyed `stage/rank/name`, read back to the host. */
+export function stageGrads(pp: PipelineParallelModel): Map<string, Float32Array> {
+  const grads = new Map<string, Float32Array>();
+  pp.stages.forEach((pm, s) => pm.grads.forEach((g, i) => { for (const [n, t] of g.grads) grads.set(`${s}/${i}/${n}`, t.dataSync() as Float32Array); }));
+  return grads;
+}
+
+/** Same loss and the same set of gradients, each element within `tol` absolute (0: bitwise). */
+export function assertSameStep(got: { loss: number; grads: Map<string, Float32Array> }, ref: { loss: number; grads: Map<string, Float32Array> }, tol: number, what: string): void {
+  assert.is(got.loss, ref.loss, `${what}: loss`);
+  assert.is(got.grads.size, ref.grads.size, `${what}: gradient count`);
+  for (const [k, g] of ref.grads) {
+    const h = got.grads.get(k);
+    assert.ok(h && h.length === g.length, `${what}: ${k} missing`);
+    let d = 0;
+    for (let i = 0; i < g.length; i++) d = Math.max(d, Math.abs(g[i] - h![i]));
+    assert.ok(d <= tol, `${what}: ${k} max |Δ| ${d} > ${tol}`);
+  }
+}
+
 /** An executed timeline is valid: every op starts after its dependencies end, and no stream runs two ops at once. */
 export function assertValidTimeline(tl: Timeline, what: string): void {
   const byId = new Map(tl.events.map((e) => [e.id, e]));
