@@ -17,24 +17,23 @@ export interface ContextParallelAttention {
   backward(prefix: string, params: ParamStore[], dys: tf.Tensor[], recs: SavedActivations[], grads: GradStore[], ctxs: ForwardContext[], modules: Module[]): tf.Tensor[];
 }
 
-/** Per rank: concat over its CP group of xs (axis 0, CP-rank order); charged on the timeline and the ledger. */
-export function cpAllGather(cluster: Cluster, cpGroups: ProcessGroup[], clock: StepClock, xs: tf.Tensor[], label: string): tf.Tensor[] {
+type GroupCollective = 'allGather' | 'reduceScatter';
+
+/** Run `op` on every CP group in lockstep, charged on the timeline and the comm ledger; outputs per rank. */
+function perGroup(op: GroupCollective, cluster: Cluster, cpGroups: ProcessGroup[], clock: StepClock, xs: tf.Tensor[], label: string): tf.Tensor[] {
   const out: tf.Tensor[] = new Array(xs.length);
   for (const g of cpGroups) {
-    const res = cluster.comm.allGather(g, g.ranks.map((r) => xs[r]), { label, after: clock.after(g.ranks) });
+    const res = cluster.comm[op](g, g.ranks.map((r) => xs[r]), { label, after: clock.after(g.ranks) });
     clock.comm(g.ranks, res.events);
     g.ranks.forEach((r, i) => { out[r] = res.outputs[i]; });
   }
   return out;
 }
 
+/** Per rank: concat over its CP group of xs (axis 0, CP-rank order); charged on the timeline and the ledger. */
+export const cpAllGather = (cluster: Cluster, cpGroups: ProcessGroup[], clock: StepClock, xs: tf.Tensor[], label: string): tf.Tensor[] =>
+  perGroup('allGather', cluster, cpGroups, clock, xs, label);
+
 /** Per rank: its CP rank's slice (axis 0) of the sum over its CP group of xs. */
-export function cpReduceScatter(cluster: Cluster, cpGroups: ProcessGroup[], clock: StepClock, xs: tf.Tensor[], label: string): tf.Tensor[] {
-  const out: tf.Tensor[] = new Array(xs.length);
-  for (const g of cpGroups) {
-    const res = cluster.comm.reduceScatter(g, g.ranks.map((r) => xs[r]), { label, after: clock.after(g.ranks) });
-    clock.comm(g.ranks, res.events);
-    g.ranks.forEach((r, i) => { out[r] = res.outputs[i]; });
-  }
-  return out;
-}
+export const cpReduceScatter = (cluster: Cluster, cpGroups: ProcessGroup[], clock: StepClock, xs: tf.Tensor[], label: string): tf.Tensor[] =>
+  perGroup('reduceScatter', cluster, cpGroups, clock, xs, label);
