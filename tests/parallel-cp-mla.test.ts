@@ -6,11 +6,12 @@
 // per tensor; float32 reassociation of split reductions, see parallel-ep.test.ts), folded with EP, DP, TP.
 // Bytes per attention layer and micro-batch, each way: every rank receives the blocks of the c−1 others,
 //   c·(c−1)·(s/c)·b·(a·(dn+dv) + dr)·4 per CP group  (a = the rank's heads).
-import { forEachBackend, assert, assertClose, assertNoLeak, tf } from './support/backends.ts';
+import { forEachBackend, assert, assertClose, tf } from './support/backends.ts';
 import { resolveConfig, type AuxLossType, type ModelConfig } from '../src/model/config.ts';
 import { MoEGPT } from '../src/model/gpt.ts';
 import { Cluster, getSpec } from '../src/device/index.ts';
 import { ParallelModel } from '../src/parallel/parallel-model.ts';
+import { assertCpMemory } from './support/cp.ts';
 import { localShard, referenceStep } from '../src/parallel/reference.ts';
 import { parseParallelFlags } from '../src/train/parallel-flags.ts';
 import { globalGradNorm } from '../src/train/optimizer.ts';
@@ -81,21 +82,7 @@ forEachBackend('parallel CP with MLA equals single device', (test) => {
   }
 
   test('no tensor leaks; activations released; CP shrinks the activation peak', async () => {
-    const peak = (layout: string) => {
-      const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1 });
-      const pm = new ParallelModel(makeCfg('switch'), cluster, { layout, seed: 5 });
-      pm.forwardBackward(tokens, targets, B, S);
-      const p = cluster.device(0).hbm.peakBy('activations');
-      pm.dispose();
-      return p;
-    };
-    const p1 = peak('dp=1'), p2 = peak('cp=2');
-    assert.ok(p2 < 0.6 * p1, `activation peak with cp=2 ${p2} vs cp=1 ${p1}`);
-    const cluster = new Cluster({ spec: getSpec('ascend-910b'), nodes: 1 });
-    const pm = new ParallelModel(makeCfg('global'), cluster, { layout: 'tp=2,cp=2,ep=4', seed: 5 });
-    await assertNoLeak(() => { pm.forwardBackward(tokens, targets, B, S); pm.zeroGrad(); }, 'tp=2,cp=2,ep=4 MLA step');
-    for (let r = 0; r < 4; r++) assert.is(cluster.device(r).hbm.usedBy('activations'), 0);
-    pm.dispose();
+    await assertCpMemory(makeCfg, tokens, targets, B, S, 'MLA');
     console.log(`worst relative error per layout (loss and every gradient): ${worst.join('; ')}`);
   });
 }, ['wasm']);
